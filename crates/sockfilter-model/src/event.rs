@@ -1,0 +1,368 @@
+//! Socket lifecycle events and their JSON contract.
+//!
+//! One [`Event`] is one step of one socket's life: `bind`, `listen`,
+//! `connect`, `accept` or `close`. [`Event::to_json`] writes the shape that
+//! `sockfilter watch --json` prints; its field names and meanings are a
+//! contract with tools outside this project and must never change (fields may
+//! be added).
+
+use serde_json::{json, Map, Value};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// Which step of a socket's life an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// An explicit `bind()` of a TCP or UDP socket succeeded.
+    Bind,
+    /// A TCP socket entered the LISTEN state.
+    Listen,
+    /// An outbound TCP connection was initiated, or a UDP socket was connected.
+    Connect,
+    /// A process accepted an inbound TCP connection.
+    Accept,
+    /// A listening or connected TCP socket closed, or a bound UDP socket was released.
+    Close,
+}
+
+impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Bind,
+        EventKind::Listen,
+        EventKind::Connect,
+        EventKind::Accept,
+        EventKind::Close,
+    ];
+
+    /// The contract name (`"bind"`, `"listen"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Bind => "bind",
+            EventKind::Listen => "listen",
+            EventKind::Connect => "connect",
+            EventKind::Accept => "accept",
+            EventKind::Close => "close",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown event kind {s:?}; expected one of bind, listen, connect, accept, close")
+            })
+    }
+}
+
+/// Transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The contract name (`"tcp"` or `"udp"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// Address family of the socket (not of the address: a v4-mapped peer of an
+/// IPv6 socket is still `Ipv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// AF_INET.
+    Ipv4,
+    /// AF_INET6.
+    Ipv6,
+}
+
+impl Family {
+    /// The contract name (`"ipv4"` or `"ipv6"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// What was decided about the operation. `Allow` when nothing enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Verdict {
+    /// The operation went ahead.
+    #[default]
+    Allow,
+    /// The operation was refused.
+    Deny,
+    /// The operation went ahead and a rule asked for it to be reported.
+    Audit,
+}
+
+impl Verdict {
+    /// The contract name (`"allow"`, `"deny"`, `"audit"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Audit => "audit",
+        }
+    }
+}
+
+/// An IP address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The address, exactly as the kernel holds it (v4-mapped IPv6 stays IPv6).
+    pub ip: IpAddr,
+    /// The port, host byte order.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Builds an endpoint.
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Endpoint { ip, port }
+    }
+
+    fn to_json(self) -> Value {
+        json!({ "ip": self.ip.to_string(), "port": self.port })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.port),
+        }
+    }
+}
+
+/// The process an event is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// Thread-group id (what `ps` calls the PID).
+    pub pid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// The task's command name (at most 15 bytes, as the kernel keeps it).
+    pub comm: String,
+    /// Absolute path of the executable, symlinks resolved, as `/proc/PID/exe` shows it.
+    pub exe: Option<String>,
+    /// cgroup v2 path, as in `/proc/PID/cgroup`.
+    pub cgroup: Option<String>,
+}
+
+/// Fields that only some kinds of event carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Details {
+    /// `listen`: the backlog passed to `listen()` (None for existing sockets).
+    pub backlog: Option<u32>,
+    /// `accept`: the listening socket's cookie.
+    pub listener: Option<u64>,
+    /// `close`: payload bytes sent (None when the kernel does not count them, UDP).
+    pub bytes_sent: Option<u64>,
+    /// `close`: payload bytes received (None when the kernel does not count them, UDP).
+    pub bytes_received: Option<u64>,
+    /// `close`: nanoseconds since the socket was created, started listening or connected.
+    pub duration_ns: Option<u64>,
+}
+
+/// One step of one socket's life.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Which step.
+    pub kind: EventKind,
+    /// When it happened (wall clock).
+    pub time: SystemTime,
+    /// What was decided.
+    pub verdict: Verdict,
+    /// The name of the policy rule that decided, when a policy is enforced.
+    pub rule: Option<String>,
+    /// Who did it. Only `existing` events may lack an owner.
+    pub owner: Option<Owner>,
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The socket's address family.
+    pub family: Family,
+    /// The local endpoint.
+    pub local: Endpoint,
+    /// The remote endpoint; None for listeners, bound-but-unconnected UDP sockets
+    /// and binds.
+    pub remote: Option<Endpoint>,
+    /// The kernel socket cookie (`SO_COOKIE`, `ss -e`'s `sk:`), stable for the socket's life.
+    pub socket: u64,
+    /// True only for sockets found by the start-up snapshot.
+    pub existing: bool,
+    /// Inode number of the socket's network namespace, when known.
+    pub netns: Option<u64>,
+    /// Kind-specific fields.
+    pub details: Details,
+}
+
+fn opt<T: Into<Value>>(v: Option<T>) -> Value {
+    v.map(Into::into).unwrap_or(Value::Null)
+}
+
+impl Event {
+    /// The JSON object of the `--json` contract.
+    ///
+    /// ```
+    /// use sockfilter_model::event::*;
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// let ev = Event {
+    ///     kind: EventKind::Listen,
+    ///     time: std::time::UNIX_EPOCH,
+    ///     verdict: Verdict::Allow,
+    ///     rule: None,
+    ///     owner: Some(Owner { pid: 42, uid: 0, comm: "nc".into(), exe: Some("/usr/bin/nc".into()), cgroup: Some("/".into()) }),
+    ///     proto: Proto::Tcp,
+    ///     family: Family::Ipv4,
+    ///     local: Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+    ///     remote: None,
+    ///     socket: 7,
+    ///     existing: false,
+    ///     netns: None,
+    ///     details: Details { backlog: Some(128), ..Default::default() },
+    /// };
+    /// let v = ev.to_json();
+    /// assert_eq!(v["event"], "listen");
+    /// assert_eq!(v["local"]["port"], 8080);
+    /// assert!(v["remote"].is_null());
+    /// assert_eq!(v["backlog"], 128);
+    /// ```
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let owner = self.owner.as_ref();
+        m.insert("event".into(), self.kind.as_str().into());
+        m.insert("time".into(), rfc3339(self.time).into());
+        m.insert("verdict".into(), self.verdict.as_str().into());
+        m.insert("pid".into(), opt(owner.map(|o| o.pid)));
+        m.insert("uid".into(), opt(owner.map(|o| o.uid)));
+        m.insert("comm".into(), opt(owner.map(|o| o.comm.clone())));
+        m.insert("exe".into(), opt(owner.and_then(|o| o.exe.clone())));
+        m.insert("cgroup".into(), opt(owner.and_then(|o| o.cgroup.clone())));
+        m.insert("proto".into(), self.proto.as_str().into());
+        m.insert("family".into(), self.family.as_str().into());
+        m.insert("local".into(), self.local.to_json());
+        m.insert(
+            "remote".into(),
+            self.remote.map(Endpoint::to_json).unwrap_or(Value::Null),
+        );
+        m.insert("socket".into(), self.socket.into());
+        m.insert("existing".into(), self.existing.into());
+        if let Some(rule) = &self.rule {
+            m.insert("rule".into(), rule.clone().into());
+        }
+        if let Some(netns) = self.netns {
+            m.insert("netns".into(), netns.into());
+        }
+        let d = &self.details;
+        match self.kind {
+            EventKind::Listen => {
+                m.insert("backlog".into(), opt(d.backlog));
+            }
+            EventKind::Accept => {
+                m.insert("listener".into(), opt(d.listener));
+            }
+            EventKind::Close => {
+                m.insert("bytes_sent".into(), opt(d.bytes_sent));
+                m.insert("bytes_received".into(), opt(d.bytes_received));
+                m.insert("duration_ns".into(), opt(d.duration_ns));
+            }
+            EventKind::Bind | EventKind::Connect => {}
+        }
+        Value::Object(m)
+    }
+}
+
+/// The `{"event":"lost","count":N}` record: N events the kernel could not
+/// deliver because the ring buffer was full.
+pub fn lost_json(count: u64) -> Value {
+    json!({ "event": "lost", "count": count })
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-26T08:22:09.123456Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn sample(kind: EventKind) -> Event {
+        Event {
+            kind,
+            time: SystemTime::UNIX_EPOCH,
+            verdict: Verdict::Allow,
+            rule: None,
+            owner: None,
+            proto: Proto::Tcp,
+            family: Family::Ipv6,
+            local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1),
+            remote: None,
+            socket: 9,
+            existing: true,
+            netns: None,
+            details: Details::default(),
+        }
+    }
+
+    #[test]
+    fn contract_fields_are_always_present() {
+        for kind in EventKind::ALL {
+            let v = sample(kind).to_json();
+            for field in [
+                "event", "time", "verdict", "pid", "uid", "comm", "exe", "cgroup", "proto",
+                "family", "local", "remote", "socket", "existing",
+            ] {
+                assert!(v.get(field).is_some(), "{kind}: missing {field}");
+            }
+        }
+        assert!(sample(EventKind::Listen).to_json()["backlog"].is_null());
+        assert!(sample(EventKind::Accept).to_json().get("listener").is_some());
+        let close = sample(EventKind::Close).to_json();
+        for f in ["bytes_sent", "bytes_received", "duration_ns"] {
+            assert!(close.get(f).is_some());
+        }
+        assert!(sample(EventKind::Bind).to_json().get("backlog").is_none());
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn ipv6_endpoint_display_is_bracketed() {
+        let e = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 80);
+        assert_eq!(e.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn event_kind_parses_contract_names() {
+        assert_eq!("accept".parse::<EventKind>().unwrap(), EventKind::Accept);
+        assert!("lisen".parse::<EventKind>().is_err());
+    }
+}

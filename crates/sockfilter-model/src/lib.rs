@@ -1,0 +1,12 @@
+//! The kernel-free half of sockfilter: what a socket event is, how it is
+//! written as JSON (the contract that outside tools parse), and the policy
+//! and flow models built on top of events.
+//!
+//! Nothing in this crate talks to the kernel, so everything here is unit
+//! tested without root.
+
+#![warn(missing_docs)]
+
+pub mod event;
+
+pub use event::{Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};

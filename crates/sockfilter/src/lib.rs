@@ -1,0 +1,13 @@
+//! sockfilter: every socket's bind, listen, connect, accept and close on a
+//! Linux host, from the kernel, attributed to the process behind it.
+//!
+//! The kernel side is a set of C BPF programs (`bpf/` at the top of the
+//! repository), compiled once and embedded here; this crate loads and attaches
+//! them, reads their ring buffer and turns raw records into
+//! [`sockfilter_model::Event`]s.
+
+#![warn(missing_docs)]
+
+pub mod supervise;
+
+pub use sockfilter_model as model;
