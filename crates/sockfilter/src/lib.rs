@@ -8,6 +8,10 @@
 
 #![warn(missing_docs)]
 
+pub mod abi;
+pub mod cgroup;
+pub mod loader;
+pub mod procfs;
 pub mod supervise;
 
 pub use sockfilter_model as model;

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * The few kernel structures sockfilter reads, declared with only the fields
+ * it uses. preserve_access_index makes every access a CO-RE relocation: the
+ * loader (aya) fixes the offsets against the running kernel's BTF, so these
+ * declarations need not match any one kernel's layout, only its field names.
+ */
+#ifndef SOCKFILTER_KERNEL_H
+#define SOCKFILTER_KERNEL_H
+
+#define __core __attribute__((preserve_access_index))
+
+typedef struct { long long counter; } __core atomic64_t;
+typedef struct { unsigned int val; } __core kuid_t;
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+} __core;
+
+struct ns_common { unsigned int inum; } __core;
+struct net { struct ns_common ns; } __core;
+typedef struct { struct net *net; } __core possible_net_t;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;
+	unsigned long skc_flags;
+} __core;
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol;
+	__u32 sk_max_ack_backlog;
+} __core;
+
+struct inet_sock {
+	__be16 inet_sport;
+} __core;
+
+struct tcp_sock {
+	__u64 bytes_received;
+	__u64 bytes_acked;
+	__u32 snd_una;
+	__u32 write_seq;
+} __core;
+
+struct socket { struct sock *sk; } __core;
+
+struct qstr {
+	__u32 len;
+	const unsigned char *name;
+} __core;
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+} __core;
+
+struct vfsmount { struct dentry *mnt_root; } __core;
+
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __core;
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __core;
+
+struct inode { unsigned short i_mode; } __core;
+
+struct file {
+	struct path f_path;
+	struct inode *f_inode;
+	void *private_data;
+} __core;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __core;
+
+struct files_struct { struct fdtable *fdt; } __core;
+struct mm_struct { struct file *exe_file; } __core;
+struct cred { kuid_t uid; } __core;
+struct kernfs_node { __u64 id; } __core;
+struct cgroup { struct kernfs_node *kn; } __core;
+struct css_set { struct cgroup *dfl_cgrp; } __core;
+
+struct task_struct {
+	int pid;
+	int tgid;
+	char comm[16];
+	const struct cred *cred;
+	struct mm_struct *mm;
+	struct files_struct *files;
+	struct css_set *cgroups;
+} __core;
+
+struct linux_binprm { struct file *file; } __core;
+
+#endif

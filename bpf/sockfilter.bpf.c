@@ -1,0 +1,668 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * sockfilter's kernel side: one record per socket lifecycle step, written to a
+ * ring buffer, with the owning process attached.
+ *
+ *   bind     cgroup/post_bind4|6      process context, final port known
+ *   listen   sockops TCP_LISTEN_CB    process context, after the port is
+ *                                     chosen, once per socket (not on a 2nd listen)
+ *   connect  sockops TCP_CONNECT_CB   TCP, process context, ephemeral port known
+ *            sys_exit_connect         UDP connect()
+ *   accept   sys_exit_accept(4)       in the accepting process
+ *   close    tp_btf inet_sock_set_state -> TCP_CLOSE   (TCP, any context)
+ *            cgroup/sock_release                        (UDP, if bound)
+ *
+ * The handshake and the close run outside the owner's context, so the owner
+ * is remembered in socket-local storage (sk_owner) whenever the socket is
+ * touched in process context. Executable paths are resolved once per exec in
+ * the kernel (exe_by_pid), so a process that lives a millisecond still has one.
+ *
+ * Only hooks that load without kprobes, fentry or BPF-LSM are used.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "kernel.h"
+#include "sockfilter.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
+#define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+#define TCP_CLOSING 11
+#define SOCK_DONE 1
+#define TCP_LISTEN 10
+#define TCP_NEW_SYN_RECV 12
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Set by the loader before load: 1 when watching one cgroup subtree, so that
+ * tracepoints (which see every process) keep only that subtree. */
+const volatile __u8 cfg_filter_cgroup = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SF_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sf_owner);
+} sk_owner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct sf_exe);
+} exe_by_pid SEC(".maps");
+
+/* Owner of an accepted socket, keyed by its cookie: the accept tracepoint
+ * cannot reach socket-local storage, so the close looks here first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sf_owner);
+} accept_owner SEC(".maps");
+
+/* A socket syscall in flight on a thread: the fd its exit needs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __s64);
+} pending_fd SEC(".maps");
+
+/* The watched cgroup (index 0) when cfg_filter_cgroup is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} watched_cgroup SEC(".maps");
+
+/* Per-CPU scratch for resolving a path: the record being built, the path
+ * written backwards (twice SF_EXE_LEN so that the verifier can prove every
+ * masked write stays inside), and the walk's cursor. The cursor lives in
+ * memory, not registers, so that every iteration of the walk looks the same
+ * to the verifier and its states can be pruned. */
+struct path_scratch {
+	struct sf_exe rec;
+	char buf[2 * SF_EXE_LEN];
+	__u64 dentry;
+	__u64 mount;
+	__u32 pos;
+	__u32 done;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_scratch);
+} scratch SEC(".maps");
+
+/* Keep the ABI types in the object's BTF for the layout test. */
+struct sf_event _sf_event_btf __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct sf_event *event_reserve(__u32 kind)
+{
+	struct sf_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(SF_CNT_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	return e;
+}
+
+/* Context IPv6 fields must be read 4 bytes at a time (the verifier refuses
+ * wider loads, which the compiler would otherwise merge them into). */
+static __always_inline void copy_ip6(__u8 *dst, const volatile __u32 *src)
+{
+	__u32 a[4] = { src[0], src[1], src[2], src[3] };
+	__builtin_memcpy(dst, a, 16);
+}
+
+static __always_inline int in_watched_cgroup(void)
+{
+	if (!cfg_filter_cgroup)
+		return 1;
+	return bpf_current_task_under_cgroup(&watched_cgroup, 0) == 1;
+}
+
+/* The calling process, read from its task_struct. This works alike in
+ * tracepoints, cgroup hooks and sock_ops (which has no pid helpers). */
+static __always_inline void owner_from_current(struct sf_owner *o)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+	o->pid = BPF_CORE_READ(t, tgid);
+	o->uid = BPF_CORE_READ(t, cred, uid.val);
+	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_STR_INTO(&o->comm, t, comm);
+}
+
+static __always_inline void event_set_owner(struct sf_event *e, const struct sf_owner *o)
+{
+	e->pid = o->pid;
+	e->uid = o->uid;
+	e->cgroup_id = o->cgroup_id;
+	__builtin_memcpy(e->comm, o->comm, SF_COMM_LEN);
+
+	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &o->pid);
+	if (x) {
+		e->exe_len = x->len;
+		if (x->truncated)
+			e->flags |= SF_F_EXE_TRUNCATED;
+		__builtin_memcpy(e->exe, x->path, SF_EXE_LEN);
+	}
+}
+
+static __always_inline void addrs_from_sock(struct sf_event *e, struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->local_addr, &l, 4);
+		__builtin_memcpy(e->remote_addr, &r, 4);
+	}
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* ---- executables ------------------------------------------------------ */
+
+/* Like d_path(): walk dentries up to the root, crossing mount points,
+ * writing names backwards into s->buf; the result goes to s->rec. */
+#define SF_PATH_DEPTH 48
+#define SF_MASK (SF_EXE_LEN - 1)
+static __always_inline void resolve_path(struct path_scratch *s, struct file *f)
+{
+	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
+	s->dentry = (__u64)BPF_CORE_READ(f, f_path.dentry);
+	s->mount = (__u64)((void *)vfs - bpf_core_field_offset(struct mount, mnt));
+	s->pos = SF_EXE_LEN - 1; /* the path ends at buf[SF_EXE_LEN - 1] */
+	s->done = 0;
+	s->rec.truncated = 0;
+
+	for (int i = 0; i < SF_PATH_DEPTH; i++) {
+		struct dentry *d = (struct dentry *)s->dentry;
+		struct mount *mnt = (struct mount *)s->mount;
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == mnt_root || d == parent) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+			if (d != mnt_root || up == mnt) {
+				s->done = 1; /* the root of the mount tree */
+				break;
+			}
+			s->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+			s->mount = (__u64)up;
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(d, d_name.len);
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		__u32 pos = s->pos;
+		if (len + 1 > pos) {
+			s->rec.truncated = 1;
+			break;
+		}
+		pos -= len;
+		bpf_probe_read_kernel(&s->buf[pos & SF_MASK], len & SF_MASK, name);
+		pos -= 1;
+		s->buf[pos & SF_MASK] = '/';
+		s->pos = pos;
+		s->dentry = (__u64)parent;
+	}
+	if (!s->done)
+		s->rec.truncated = 1;
+	__u32 pos = s->pos;
+	if (pos == SF_EXE_LEN - 1) { /* the root itself */
+		pos -= 1;
+		s->buf[pos & SF_MASK] = '/';
+	}
+	__u32 len = (SF_EXE_LEN - 1) - pos;
+	s->rec.len = len;
+	__builtin_memset(s->rec.path, 0, SF_EXE_LEN);
+	bpf_probe_read_kernel(s->rec.path, len & SF_MASK, &s->buf[pos & SF_MASK]);
+}
+
+/* exe_by_pid is filled at exec, in the exec'ing task, before execve()
+ * returns: a process that binds right after exec already has its entry. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sf_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	__u32 pid = p->tgid;
+	struct path_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	resolve_path(s, BPF_CORE_READ(bprm, file));
+	bpf_map_update_elem(&exe_by_pid, &pid, &s->rec, BPF_ANY);
+	return 0;
+}
+
+/* A forked process runs its parent's executable until it execs. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ppid = parent->tgid, cpid = child->tgid;
+	if (child->pid != cpid || ppid == cpid)
+		return 0; /* a new thread, not a new process */
+	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &ppid);
+	if (x)
+		bpf_map_update_elem(&exe_by_pid, &cpid, x, BPF_ANY);
+	else
+		bpf_map_delete_elem(&exe_by_pid, &cpid);
+	return 0;
+}
+
+/* ---- sockets ----------------------------------------------------------- */
+
+/* Endpoints of bound or connected UDP sockets, by cookie, for their release. */
+struct sf_endpoints {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u16 family;
+	__u16 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sf_endpoints);
+} udp_endpoints SEC(".maps");
+
+static __always_inline void remember_udp(const struct sf_event *e)
+{
+	struct sf_endpoints ep = {};
+	__builtin_memcpy(ep.local_addr, e->local_addr, 16);
+	__builtin_memcpy(ep.remote_addr, e->remote_addr, 16);
+	ep.local_port = e->local_port;
+	ep.remote_port = e->remote_port;
+	ep.family = e->family;
+	bpf_map_update_elem(&udp_endpoints, &e->cookie, &ep, BPF_ANY);
+}
+
+static __always_inline struct sf_owner *owner_storage(void *sk, int create)
+{
+	return bpf_sk_storage_get(&sk_owner, sk, 0, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+}
+
+SEC("cgroup/sock_create")
+int sf_sock_create(struct bpf_sock *ctx)
+{
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 1;
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct sf_owner *o = owner_storage(ctx, 1);
+	if (!o)
+		return 1;
+	owner_from_current(o);
+	o->start_ns = bpf_ktime_get_boot_ns();
+	bpf_get_socket_cookie(ctx); /* fixes the cookie now, so every later reader sees it */
+	return 1;
+}
+
+static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
+{
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct sf_event *e = event_reserve(SF_BIND);
+	if (!e)
+		return 1;
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	struct sf_owner *o = owner_storage(ctx, 1);
+	if (o) {
+		__u64 start = o->start_ns;
+		*o = cur;
+		o->start_ns = start ? start : bpf_ktime_get_boot_ns();
+	}
+	event_set_owner(e, &cur);
+	e->cookie = bpf_get_socket_cookie(ctx);
+	e->family = ctx->family;
+	e->protocol = ctx->protocol;
+	e->local_port = ctx->src_port;
+	if (v6) {
+		copy_ip6(e->local_addr, ctx->src_ip6);
+	} else {
+		__u32 a = ctx->src_ip4;
+		__builtin_memcpy(e->local_addr, &a, 4);
+	}
+	if (ctx->protocol == IPPROTO_UDP)
+		remember_udp(e);
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+SEC("cgroup/post_bind4")
+int sf_post_bind4(struct bpf_sock *ctx) { return post_bind(ctx, 0); }
+
+SEC("cgroup/post_bind6")
+int sf_post_bind6(struct bpf_sock *ctx) { return post_bind(ctx, 1); }
+
+/* UDP release. The release hook cannot read the local address (the kernel
+ * allows that only in post_bind), so bind and connect remember a UDP
+ * socket's endpoints by cookie; sockets never bound or connected (a client's
+ * one-off sendto) are not reported. */
+SEC("cgroup/sock_release")
+int sf_sock_release(struct bpf_sock *ctx)
+{
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct sf_endpoints *ep = bpf_map_lookup_elem(&udp_endpoints, &cookie);
+	if (!ep)
+		return 1;
+	struct sf_event *e = event_reserve(SF_CLOSE);
+	if (!e) {
+		bpf_map_delete_elem(&udp_endpoints, &cookie);
+		return 1;
+	}
+	e->cookie = cookie;
+	e->family = ep->family;
+	e->protocol = IPPROTO_UDP;
+	e->local_port = ep->local_port;
+	e->remote_port = ep->remote_port;
+	__builtin_memcpy(e->local_addr, ep->local_addr, 16);
+	__builtin_memcpy(e->remote_addr, ep->remote_addr, 16);
+	bpf_map_delete_elem(&udp_endpoints, &cookie);
+
+	struct sf_owner *o = owner_storage(ctx, 0);
+	e->flags |= SF_F_BYTES_UNKNOWN;
+	if (o) {
+		event_set_owner(e, o);
+		e->duration_ns = e->ts_ns - o->start_ns;
+	} else {
+		e->flags |= SF_F_OWNER_UNKNOWN | SF_F_DURATION_UNKNOWN;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+SEC("sockops")
+int sf_sockops(struct bpf_sock_ops *ctx)
+{
+	__u32 op = ctx->op;
+	if (op != BPF_SOCK_OPS_TCP_LISTEN_CB && op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
+	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct sf_owner *o = owner_storage(sk, 1);
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		/* Softirq: the owner stays the listener's (cloned) until accept. */
+		bpf_get_socket_cookie(ctx);
+		if (o)
+			o->start_ns = now;
+		return 1;
+	}
+
+	/* listen() and connect() run in the caller's context. */
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	cur.start_ns = now;
+	cur.active = op == BPF_SOCK_OPS_TCP_CONNECT_CB;
+	if (o)
+		*o = cur;
+
+	struct sf_event *e = event_reserve(op == BPF_SOCK_OPS_TCP_LISTEN_CB ? SF_LISTEN : SF_CONNECT);
+	if (!e)
+		return 1;
+	event_set_owner(e, &cur);
+	e->cookie = bpf_get_socket_cookie(ctx);
+	e->family = ctx->family;
+	e->protocol = IPPROTO_TCP;
+	e->local_port = ctx->local_port;
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		e->remote_port = bpf_ntohl(ctx->remote_port);
+	if (ctx->family == AF_INET6) {
+		copy_ip6(e->local_addr, ctx->local_ip6);
+		if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+			copy_ip6(e->remote_addr, ctx->remote_ip6);
+		}
+	} else {
+		__u32 l = ctx->local_ip4;
+		__builtin_memcpy(e->local_addr, &l, 4);
+		if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+			__u32 r = ctx->remote_ip4;
+			__builtin_memcpy(e->remote_addr, &r, 4);
+		}
+	}
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		if (tp)
+			e->backlog = BPF_CORE_READ((struct sock *)tp, sk_max_ack_backlog);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+/* TCP close: every TCP socket that leaves a connected or listening state for
+ * CLOSE, whatever the context (often softirq). Attributed to its last owner. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE || oldstate == TCP_CLOSE || oldstate == TCP_NEW_SYN_RECV)
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	struct sf_owner *o = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
+	if (cfg_filter_cgroup && !o)
+		return 0; /* not created inside the watched subtree */
+
+	struct sf_event *e = event_reserve(SF_CLOSE);
+	if (!e)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sf_owner *acc = bpf_map_lookup_elem(&accept_owner, &cookie);
+	if (acc) {
+		event_set_owner(e, acc);
+		if (o)
+			e->duration_ns = e->ts_ns - o->start_ns;
+		bpf_map_delete_elem(&accept_owner, &cookie);
+	} else if (o) {
+		event_set_owner(e, o);
+		e->duration_ns = e->ts_ns - o->start_ns;
+	} else {
+		e->flags |= SF_F_OWNER_UNKNOWN | SF_F_DURATION_UNKNOWN;
+	}
+	e->cookie = cookie;
+	e->protocol = IPPROTO_TCP;
+	addrs_from_sock(e, sk);
+	/* The port is already released (inet_num is 0); inet_sport keeps it. */
+	e->local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp) {
+		/* bytes_acked and bytes_received count sequence space: take out
+		 * the SYN this side sent and the FINs, to leave the payload. */
+		__u64 sent = tp->bytes_acked, received = tp->bytes_received;
+		int fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
+			       oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK;
+		if (fin_sent && tp->snd_una == tp->write_seq && sent > 0)
+			sent--;
+		if (o && o->active && sent > 0)
+			sent--;
+		if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
+			received--; /* the peer's FIN */
+		e->bytes_sent = sent;
+		e->bytes_received = received;
+	}
+	e->backlog = oldstate; /* the state it left: user space tells listeners from connections */
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- syscalls that need the process and the fd --------------------------- */
+
+struct sys_enter_ctx {
+	__u64 common;
+	int nr;
+	int _pad;
+	long args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	int nr;
+	int _pad;
+	long ret;
+};
+
+static __always_inline struct sock *sock_from_fd(long fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if (fd < 0 || fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(so, sk);
+}
+
+static __always_inline int remember_fd(struct sys_enter_ctx *ctx)
+{
+	if (!in_watched_cgroup())
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__s64 fd = ctx->args[0];
+	bpf_map_update_elem(&pending_fd, &id, &fd, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int take_fd(__s64 *fd)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__s64 *p = bpf_map_lookup_elem(&pending_fd, &id);
+	if (!p)
+		return 0;
+	*fd = *p;
+	bpf_map_delete_elem(&pending_fd, &id);
+	return 1;
+}
+
+static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
+{
+	__s64 lfd;
+	if (!take_fd(&lfd) || ctx->ret < 0)
+		return 0;
+	struct sock *sk = sock_from_fd(ctx->ret);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	struct sf_event *e = event_reserve(SF_ACCEPT);
+	if (!e)
+		return 0;
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	event_set_owner(e, &cur);
+	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	struct sock *lsk = sock_from_fd(lfd);
+	if (lsk)
+		e->listener_cookie = BPF_CORE_READ(lsk, __sk_common.skc_cookie.counter);
+	e->protocol = IPPROTO_TCP;
+	addrs_from_sock(e, sk);
+	cur.start_ns = e->ts_ns;
+	bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int sf_enter_accept(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int sf_enter_accept4(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sf_exit_accept(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sf_exit_accept4(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
+
+/* UDP connect(): TCP connects are reported by sockops, which also sees
+ * connects that do not come from connect() (TCP fast open). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sf_enter_connect(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sf_exit_connect(struct sys_exit_ctx *ctx)
+{
+	__s64 fd;
+	if (!take_fd(&fd) || ctx->ret != 0)
+		return 0;
+	struct sock *sk = sock_from_fd(fd);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	struct sf_event *e = event_reserve(SF_CONNECT);
+	if (!e)
+		return 0;
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	event_set_owner(e, &cur);
+	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	e->protocol = IPPROTO_UDP;
+	addrs_from_sock(e, sk);
+	if (e->remote_port == 0) { /* connect(AF_UNSPEC): a disconnect */
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
+	remember_udp(e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

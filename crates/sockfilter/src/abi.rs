@@ -1,0 +1,194 @@
+//! Rust mirror of `bpf/sockfilter.h`: the records the BPF programs write.
+//!
+//! Keep this file and the header in step; `tests::layout_matches_btf` reads
+//! the compiled object's BTF and fails if a size or offset differs.
+
+/// Bytes of `comm` (the kernel's TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes of the executable path buffer.
+pub const EXE_LEN: usize = 256;
+
+/// `sf_event.kind`
+pub mod kind {
+    /// Explicit bind.
+    pub const BIND: u32 = 1;
+    /// TCP socket entered LISTEN.
+    pub const LISTEN: u32 = 2;
+    /// Outbound TCP connect, or UDP connect().
+    pub const CONNECT: u32 = 3;
+    /// accept() returned a connection.
+    pub const ACCEPT: u32 = 4;
+    /// Socket closed or released.
+    pub const CLOSE: u32 = 5;
+}
+
+/// `sf_event.flags`
+pub mod flags {
+    /// No owner was recorded for this socket.
+    pub const OWNER_UNKNOWN: u32 = 1 << 0;
+    /// Byte counts are not kept for this socket (UDP).
+    pub const BYTES_UNKNOWN: u32 = 1 << 1;
+    /// The executable path did not fit in `exe`.
+    pub const EXE_TRUNCATED: u32 = 1 << 2;
+    /// The socket's start time is unknown.
+    pub const DURATION_UNKNOWN: u32 = 1 << 3;
+}
+
+/// Index of the lost-events counter in the `counters` per-CPU array.
+pub const COUNTER_LOST: u32 = 0;
+
+/// `struct sf_event`
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SfEvent {
+    /// `bpf_ktime_get_boot_ns()` when the event happened.
+    pub ts_ns: u64,
+    /// Socket cookie.
+    pub cookie: u64,
+    /// accept: the listener's cookie.
+    pub listener_cookie: u64,
+    /// cgroup v2 id of the owner.
+    pub cgroup_id: u64,
+    /// close: payload bytes acknowledged by the peer.
+    pub bytes_sent: u64,
+    /// close: payload bytes received.
+    pub bytes_received: u64,
+    /// close: nanoseconds since creation, listen or connection.
+    pub duration_ns: u64,
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Bits of [`flags`].
+    pub flags: u32,
+    /// Owner's thread-group id.
+    pub pid: u32,
+    /// Owner's real uid.
+    pub uid: u32,
+    /// listen: backlog. close: the TCP state the socket left.
+    pub backlog: u32,
+    /// Inode of the socket's network namespace (0 = unknown).
+    pub netns: u32,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u16,
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order.
+    pub remote_port: u16,
+    /// Local address, network order; IPv4 in the first 4 bytes.
+    pub local_addr: [u8; 16],
+    /// Remote address, network order; IPv4 in the first 4 bytes.
+    pub remote_addr: [u8; 16],
+    /// Owner's command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// Bytes used in `exe`; 0 = unknown.
+    pub exe_len: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Executable path (not NUL-terminated; `exe_len` bytes).
+    pub exe: [u8; EXE_LEN],
+}
+
+/// `struct sf_exe`: a process's executable, as kept in the `exe_by_pid` map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SfExe {
+    /// Bytes used in `path`; 0 = unknown.
+    pub len: u32,
+    /// Non-zero if the path did not fit.
+    pub truncated: u32,
+    /// The path (not NUL-terminated).
+    pub path: [u8; EXE_LEN],
+}
+
+// SAFETY: plain old data, every bit pattern valid, no padding holes that
+// matter (the kernel copies bytes).
+unsafe impl aya::Pod for SfExe {}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is shorter than `struct sf_event`.
+    #[error("record of {0} bytes is shorter than an event ({size} bytes)", size = std::mem::size_of::<SfEvent>())]
+    Short(usize),
+    /// The record's kind is not one this build knows.
+    #[error("record has unknown kind {0}")]
+    UnknownKind(u32),
+    /// The record's address family is neither AF_INET nor AF_INET6.
+    #[error("record has unknown address family {0}")]
+    UnknownFamily(u16),
+    /// The record's protocol is neither TCP nor UDP.
+    #[error("record has unknown protocol {0}")]
+    UnknownProtocol(u16),
+}
+
+impl SfEvent {
+    /// Reads a record from ring-buffer bytes, checking everything the
+    /// decoder relies on. Never panics, whatever the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SfEvent, DecodeError> {
+        if bytes.len() < std::mem::size_of::<SfEvent>() {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        // SAFETY: length checked above; SfEvent is repr(C) plain data for
+        // which every bit pattern is valid; read_unaligned has no alignment need.
+        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const SfEvent) };
+        if !(kind::BIND..=kind::CLOSE).contains(&ev.kind) {
+            return Err(DecodeError::UnknownKind(ev.kind));
+        }
+        if ev.family != libc::AF_INET as u16 && ev.family != libc::AF_INET6 as u16 {
+            return Err(DecodeError::UnknownFamily(ev.family));
+        }
+        if ev.protocol != libc::IPPROTO_TCP as u16 && ev.protocol != libc::IPPROTO_UDP as u16 {
+            return Err(DecodeError::UnknownProtocol(ev.protocol));
+        }
+        Ok(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Vec<u8> {
+        let mut ev: SfEvent = unsafe { std::mem::zeroed() };
+        ev.kind = kind::LISTEN;
+        ev.family = libc::AF_INET as u16;
+        ev.protocol = libc::IPPROTO_TCP as u16;
+        let p = &ev as *const SfEvent as *const u8;
+        unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<SfEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors_not_panics() {
+        assert!(SfEvent::from_bytes(&valid()).is_ok());
+        for n in [0, 1, 8, 100, std::mem::size_of::<SfEvent>() - 1] {
+            assert_eq!(
+                SfEvent::from_bytes(&valid()[..n]).unwrap_err(),
+                DecodeError::Short(n)
+            );
+        }
+        let mut b = valid();
+        b[56..60].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(
+            SfEvent::from_bytes(&b).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+        let mut b = valid();
+        b[80..82].copy_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(
+            SfEvent::from_bytes(&b).unwrap_err(),
+            DecodeError::UnknownFamily(1)
+        );
+        // Arbitrary bytes never panic.
+        let mut seed = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let bytes: Vec<u8> = (0..std::mem::size_of::<SfEvent>())
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            let _ = SfEvent::from_bytes(&bytes);
+        }
+    }
+}
