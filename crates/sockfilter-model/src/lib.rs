@@ -8,5 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod policy;
 
 pub use event::{Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
