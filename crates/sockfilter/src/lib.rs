@@ -10,8 +10,11 @@
 
 pub mod abi;
 pub mod cgroup;
+pub mod decode;
+pub mod diag;
 pub mod loader;
 pub mod procfs;
 pub mod supervise;
+pub mod watch;
 
 pub use sockfilter_model as model;

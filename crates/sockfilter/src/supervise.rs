@@ -353,6 +353,15 @@ impl Supervisor {
         let mut old = SigSet::empty();
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
             .map_err(io::Error::from)?;
+        // The command starts with the signal mask of the caller, not ours.
+        let child_mask = *old.as_ref();
+        // SAFETY: pthread_sigmask is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask, std::ptr::null_mut());
+                Ok(())
+            });
+        }
         let result = self.spawn(cmd).and_then(|mut sup| {
             let pid = sup.id() as libc::pid_t;
             let mut status = None;

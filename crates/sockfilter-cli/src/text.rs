@@ -1,0 +1,90 @@
+//! The human-readable, aligned event line.
+
+use sockfilter_model::event::{Event, EventKind, Verdict};
+
+const RESET: &str = "\x1b[0m";
+
+fn kind_colour(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Listen => "\x1b[1;33m",
+        EventKind::Bind => "\x1b[36m",
+        EventKind::Connect => "\x1b[34m",
+        EventKind::Accept => "\x1b[32m",
+        EventKind::Close => "\x1b[2m",
+    }
+}
+
+/// `08:22:09.123456 listen  tcp4 0.0.0.0:8080   *   pid 42 uid 0 python3 /usr/bin/python3.11 backlog=5`
+pub fn event_line(e: &Event, colour: bool) -> String {
+    let time = sockfilter_model::event::rfc3339(e.time);
+    let clock = time.get(11..26).unwrap_or(&time);
+    let proto = format!(
+        "{}{}",
+        e.proto.as_str(),
+        if e.family.as_str() == "ipv6" {
+            "6"
+        } else {
+            "4"
+        }
+    );
+    let remote = e
+        .remote
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "*".into());
+    let who = match &e.owner {
+        Some(o) => format!(
+            "pid {:<7} uid {:<5} {:<15} {}",
+            o.pid,
+            o.uid,
+            o.comm,
+            o.exe.as_deref().unwrap_or("?")
+        ),
+        None => "pid ?       (owner unknown)".into(),
+    };
+    let mut extra = Vec::new();
+    let d = &e.details;
+    if let Some(b) = d.backlog {
+        extra.push(format!("backlog={b}"));
+    }
+    if let Some(l) = d.listener {
+        extra.push(format!("listener=sk:{l:x}"));
+    }
+    if e.kind == EventKind::Close {
+        let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        extra.push(format!(
+            "sent={} received={}",
+            n(d.bytes_sent),
+            n(d.bytes_received)
+        ));
+        if let Some(ns) = d.duration_ns {
+            extra.push(format!("after={:.3}s", ns as f64 / 1e9));
+        }
+    }
+    if e.existing {
+        extra.push("[existing]".into());
+    }
+    if e.verdict != Verdict::Allow {
+        extra.push(format!(
+            "verdict={}{}",
+            e.verdict.as_str(),
+            e.rule
+                .as_deref()
+                .map(|r| format!(" rule={r}"))
+                .unwrap_or_default()
+        ));
+    }
+    let kind = format!("{:<7}", e.kind.as_str());
+    let kind = if colour {
+        format!("{}{kind}{RESET}", kind_colour(e.kind))
+    } else {
+        kind
+    };
+    format!(
+        "{clock} {kind} {proto:<4} {:<28} {:<28} {who} {}",
+        e.local.to_string(),
+        remote,
+        extra.join(" ")
+    )
+    .trim_end()
+    .to_string()
+}

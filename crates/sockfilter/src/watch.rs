@@ -1,0 +1,269 @@
+//! A watch session: attach, report the sockets that already exist, then
+//! stream every socket event as it happens, with nothing lost in between
+//! and nothing lost silently.
+
+use crate::abi::SfEvent;
+use crate::decode::Decoder;
+use crate::diag::{tcp_state, DiagSocket};
+use crate::loader::{LoadError, Probe, ProbeOptions};
+use aya::maps::{MapData, RingBuf};
+use sockfilter_model::event::{Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::io::unix::AsyncFd;
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Watch only processes in this cgroup v2 subtree (a directory of the
+    /// cgroup2 mount). None = every process on the host.
+    pub cgroup: Option<PathBuf>,
+    /// Report sockets that exist at start (`existing: true`) before the
+    /// live stream.
+    pub existing: bool,
+}
+
+/// One item of the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A socket event.
+    Event(Event),
+    /// The kernel dropped this many events because the ring buffer was full.
+    Lost(u64),
+}
+
+/// A running watch session. Dropping it detaches every BPF program.
+pub struct Watcher {
+    probe: Probe,
+    ring: AsyncFd<RingBuf<MapData>>,
+    decoder: Decoder,
+    queue: VecDeque<Item>,
+    lost_reported: u64,
+    malformed: u64,
+}
+
+/// How often the kernel's drop counter is read when no event wakes us.
+const LOST_POLL: Duration = Duration::from_millis(200);
+
+impl Watcher {
+    /// Attaches the programs, then takes the snapshot of existing sockets
+    /// (attach first, snapshot second: a socket created in between shows up
+    /// in both, and the snapshot's copy is dropped). Must be called inside a
+    /// tokio runtime.
+    pub fn start(opts: WatchOptions) -> Result<Watcher, LoadError> {
+        let mut probe = Probe::attach(&ProbeOptions {
+            cgroup: opts.cgroup.clone(),
+        })?;
+        let ring = probe
+            .take_events()
+            .ok_or_else(|| LoadError::Object("ring buffer map `events` missing".into()))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(LoadError::Object(
+                "Watcher::start must run inside a tokio runtime".into(),
+            ));
+        }
+        // SAFETY: the RingBuf owns its map's fd and keeps it open, unchanged,
+        // for as long as it lives, which is as long as the AsyncFd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| LoadError::Object(format!("polling the ring buffer: {e}")))?;
+        let root = crate::cgroup::cgroup2_mount().ok_or(LoadError::NoCgroup2)?;
+        let watched = opts.cgroup.as_ref().and_then(|c| relative_cgroup(&root, c));
+        let mut w = Watcher {
+            probe,
+            ring,
+            decoder: Decoder::new(root),
+            queue: VecDeque::new(),
+            lost_reported: 0,
+            malformed: 0,
+        };
+        if opts.existing {
+            let snapshot = existing_events(watched.as_deref());
+            w.drain_ring();
+            let live: HashSet<u64> = w
+                .queue
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Event(e) if e.kind != EventKind::Close => Some(e.socket),
+                    _ => None,
+                })
+                .collect();
+            let mut front: VecDeque<Item> = snapshot
+                .into_iter()
+                .filter(|e| !live.contains(&e.socket))
+                .map(Item::Event)
+                .collect();
+            front.append(&mut w.queue);
+            w.queue = front;
+        }
+        Ok(w)
+    }
+
+    /// The attached probe (program names, cgroup, counters).
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// Events dropped by the kernel so far.
+    pub fn lost_total(&self) -> u64 {
+        self.probe.lost()
+    }
+
+    /// Records from the kernel that could not be decoded (never expected;
+    /// counted rather than hidden).
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed
+    }
+
+    /// The next item. Waits for the kernel; never returns None while the
+    /// programs are attached.
+    pub async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Some(item);
+            }
+            self.check_lost();
+            if let Some(item) = self.queue.pop_front() {
+                return Some(item);
+            }
+            match tokio::time::timeout(LOST_POLL, self.ring.readable_mut()).await {
+                Ok(Ok(mut guard)) => {
+                    guard.clear_ready();
+                    drop(guard);
+                    self.drain_ring();
+                }
+                Ok(Err(_)) => return None,
+                Err(_) => {} // timeout: look at the drop counter again
+            }
+        }
+    }
+
+    fn check_lost(&mut self) {
+        let lost = self.probe.lost();
+        if lost > self.lost_reported {
+            self.queue.push_back(Item::Lost(lost - self.lost_reported));
+            self.lost_reported = lost;
+        }
+    }
+
+    fn drain_ring(&mut self) {
+        let ring = self.ring.get_mut();
+        while let Some(rec) = ring.next() {
+            match SfEvent::from_bytes(&rec) {
+                Ok(raw) => self.queue.push_back(Item::Event(self.decoder.decode(&raw))),
+                Err(_) => self.malformed += 1,
+            }
+        }
+        self.check_lost();
+    }
+}
+
+/// `/sys/fs/cgroup/unified/a/b` -> `/a/b`.
+fn relative_cgroup(root: &std::path::Path, dir: &std::path::Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let root = std::fs::canonicalize(root).ok()?;
+    let rel = dir.strip_prefix(&root).ok()?;
+    Some(format!("/{}", rel.display()))
+}
+
+fn under(cgroup: &str, subtree: &str) -> bool {
+    subtree == "/"
+        || cgroup == subtree
+        || cgroup
+            .strip_prefix(subtree)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn owner_of(pid: u32) -> Owner {
+    Owner {
+        pid,
+        uid: crate::procfs::uid(pid).unwrap_or(0),
+        comm: crate::procfs::comm(pid).unwrap_or_default(),
+        exe: crate::procfs::exe(pid),
+        cgroup: crate::cgroup::cgroup_of_pid(pid),
+    }
+}
+
+/// The sockets that exist now, as `existing` events, one per socket,
+/// attributed to the lowest pid holding it.
+pub fn existing_events(subtree: Option<&str>) -> Vec<Event> {
+    let sockets = crate::diag::sockets_all_namespaces().unwrap_or_default();
+    let owners = crate::procfs::socket_owners();
+    snapshot_events(&sockets, |inode| {
+        owners
+            .get(&inode)
+            .and_then(|pids| pids.first())
+            .map(|&pid| owner_of(pid))
+    })
+    .into_iter()
+    .filter(
+        |e| match (subtree, e.owner.as_ref().and_then(|o| o.cgroup.as_deref())) {
+            (None, _) => true,
+            (Some(s), Some(c)) => under(c, s),
+            (Some(_), None) => false,
+        },
+    )
+    .collect()
+}
+
+/// Classifies diag sockets into events. A connected TCP socket whose local
+/// endpoint matches a listener in the same namespace was accepted; any
+/// other was connected.
+pub fn snapshot_events(
+    sockets: &[DiagSocket],
+    mut owner: impl FnMut(u64) -> Option<Owner>,
+) -> Vec<Event> {
+    let listeners: HashMap<(u64, u16), Vec<&DiagSocket>> =
+        sockets.iter().fold(HashMap::new(), |mut m, s| {
+            if s.protocol == libc::IPPROTO_TCP as u8 && s.state == tcp_state::LISTEN {
+                m.entry((s.netns, s.local.1)).or_default().push(s);
+            }
+            m
+        });
+    let now = SystemTime::now();
+    sockets
+        .iter()
+        .map(|s| {
+            let tcp = s.protocol == libc::IPPROTO_TCP as u8;
+            let listener = (tcp && s.state != tcp_state::LISTEN)
+                .then(|| listeners.get(&(s.netns, s.local.1)))
+                .flatten()
+                .and_then(|ls| {
+                    ls.iter()
+                        .find(|l| l.local.0 == s.local.0 || l.local.0.is_unspecified())
+                        .map(|l| l.cookie)
+                });
+            let kind = match (tcp, s.state, listener, s.is_connected()) {
+                (true, tcp_state::LISTEN, _, _) => EventKind::Listen,
+                (true, _, Some(_), _) => EventKind::Accept,
+                (true, _, None, _) => EventKind::Connect,
+                (false, _, _, true) => EventKind::Connect,
+                (false, _, _, false) => EventKind::Bind,
+            };
+            Event {
+                kind,
+                time: now,
+                verdict: Verdict::Allow,
+                rule: None,
+                owner: owner(s.inode),
+                proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                family: if s.family == libc::AF_INET6 as u8 {
+                    Family::Ipv6
+                } else {
+                    Family::Ipv4
+                },
+                local: Endpoint::new(s.local.0, s.local.1),
+                remote: s
+                    .is_connected()
+                    .then(|| Endpoint::new(s.remote.0, s.remote.1)),
+                socket: s.cookie,
+                existing: true,
+                netns: Some(s.netns),
+                details: Details {
+                    listener,
+                    ..Default::default()
+                },
+            }
+        })
+        .collect()
+}
