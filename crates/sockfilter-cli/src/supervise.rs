@@ -167,18 +167,21 @@ fn describe_event(ev: &Event) -> String {
     s
 }
 
+/// What an "always" answer holds for: operation, executable, endpoint.
+type AlwaysKey = (Operation, Option<String>, Endpoint);
+
 /// `--ask`: one question at a time on the controlling terminal.
 struct Asker {
     tty: Mutex<File>,
     /// (operation, executable, endpoint) -> allow, for "always" answers.
-    always: Mutex<HashMap<(Operation, Option<String>, Endpoint), bool>>,
+    always: Mutex<HashMap<AlwaysKey, bool>>,
 }
 
 impl Asker {
     /// The endpoint an "always" answer holds for: the local one for bind and
     /// listen, the remote one for connect, the peer's address (any port) for
     /// accept.
-    fn key(req: &Request) -> Option<(Operation, Option<String>, Endpoint)> {
+    fn key(req: &Request) -> Option<AlwaysKey> {
         let e = match req.op {
             Operation::Bind | Operation::Listen => req.local?,
             Operation::Connect => req.remote?,

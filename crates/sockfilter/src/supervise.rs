@@ -272,12 +272,17 @@ impl Supervisor {
         let filter = Arc::new(filter::program()?);
         let (report_r, report_w) = pipe()?;
         let (ack_r, ack_w) = pipe()?;
-        let (rw, ar) = (report_w.as_raw_fd(), ack_r.as_raw_fd());
+        let fds = [
+            report_w.as_raw_fd(),
+            ack_r.as_raw_fd(),
+            report_r.as_raw_fd(),
+            ack_w.as_raw_fd(),
+        ];
         let child_filter = filter.clone();
         // SAFETY: the closure runs in the forked child and only makes
         // async-signal-safe system calls on memory prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || child_setup(&child_filter, rw, ar));
+            cmd.pre_exec(move || child_setup(&child_filter, fds));
         }
         let fetcher = std::thread::spawn(move || fetch_listener(report_r, ack_w));
         let spawned = cmd.spawn();
@@ -378,11 +383,17 @@ impl Supervisor {
                     tv_sec: 0,
                     tv_nsec: 100_000_000,
                 };
-                // SAFETY: plain system call on a valid signal set.
-                let sig = unsafe {
-                    libc::sigtimedwait(set.as_ref() as *const _, std::ptr::null_mut(), &ts)
-                };
-                if sig > 0 && sig != libc::SIGCHLD {
+                // SAFETY: siginfo_t is plain data.
+                let mut info: libc::siginfo_t = unsafe { zeroed() };
+                // SAFETY: plain system call on a valid signal set and siginfo.
+                let sig = unsafe { libc::sigtimedwait(set.as_ref() as *const _, &mut info, &ts) };
+                // A signal from the terminal (SI_KERNEL) already reached the
+                // command, which shares our process group: forward only those
+                // sent to sockfilter itself.
+                if sig > 0
+                    && sig != libc::SIGCHLD
+                    && (info.si_code != libc::SI_KERNEL || status.is_some())
+                {
                     match status {
                         // SAFETY: plain system call.
                         None => unsafe {
@@ -451,9 +462,13 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// In the child between fork and exec: install the filter, report
 /// `[pid, listener fd]` and wait until the parent has taken the listener.
-fn child_setup(prog: &filter::Program, report: RawFd, ack: RawFd) -> io::Result<()> {
+fn child_setup(prog: &filter::Program, fds: [RawFd; 4]) -> io::Result<()> {
+    let [report, ack, parent_report, parent_ack] = fds;
     // SAFETY: async-signal-safe system calls on memory valid for the call.
     unsafe {
+        // The parent's ends: without them here, the parent going away is seen.
+        libc::close(parent_report);
+        libc::close(parent_ack);
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -749,7 +764,7 @@ fn cvt(r: libc::c_long) -> SysResult {
     if r < 0 {
         Err(last_errno())
     } else {
-        Ok(r as i64)
+        Ok(r)
     }
 }
 

@@ -1,0 +1,827 @@
+//! `sockfilter supervise` end to end: real python3 programs, run as an
+//! unprivileged user (nobody, through `setpriv` when the tests run as root),
+//! with their socket calls decided by policy files, the library callback, or
+//! answers typed into a pseudo-terminal.
+//!
+//! Every wait is bounded; readiness is a line printed by the program.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const PY: &str = "/usr/bin/python3";
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    // SAFETY: plain system call.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The argv that runs `script` with python3 as nobody (when root).
+fn py(script: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    if is_root() {
+        v.extend(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+    }
+    v.extend([PY.to_string(), "-u".into(), "-c".into(), script.to_string()]);
+    v
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sockfilter-supervise-{tag}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sockfilter(args: &[&str], cmd: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sockfilter"));
+    c.arg("supervise").args(args).arg("--").args(cmd);
+    c
+}
+
+/// A running process with its stdout lines arriving on a channel.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sockfilter");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line starting with `prefix` (the rest of it), within TIMEOUT.
+    fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(e) => panic!("no line {prefix:?} ({e}); got {:?}", self.seen),
+            }
+        }
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        wait_timeout(&mut self.child, TIMEOUT).expect("sockfilter did not exit in time")
+    }
+
+    /// Every remaining line, after exit.
+    fn rest(&mut self) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(TIMEOUT) {
+            v.push(l);
+        }
+        v
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + t;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect()
+}
+
+#[test]
+fn listen_denied_gets_eperm_and_allowed_listen_serves() {
+    let dir = TempDir::new("listen");
+    let policy = dir.file(
+        "p.toml",
+        "default = \"allow\"\n\n[[rule]]\nname = \"no-listen-on-127-0-0-3\"\naction = \"deny\"\non = [\"listen\"]\nlocal_ip = [\"127.0.0.3\"]\n",
+    );
+    let ev = dir.0.join("events.jsonl");
+    let script = r#"
+import socket
+s = socket.socket()
+s.bind(("127.0.0.3", 0))
+try:
+    s.listen()
+    print("denied-listen ok")
+except OSError as e:
+    print("denied-listen errno", e.errno)
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+print("port", t.getsockname()[1])
+c, peer = t.accept()
+data = c.recv(100)
+c.sendall(b"echo:" + data)
+c.close()
+print("served", peer[0])
+"#;
+    let mut run = Running::start(sockfilter(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &py(script),
+    ));
+    assert_eq!(run.expect("denied-listen"), "errno 1");
+    let port: u16 = run.expect("port").parse().unwrap();
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(b"hello").unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "echo:hello");
+    assert_eq!(run.expect("served"), "127.0.0.1");
+    assert!(run.wait().success());
+
+    let evs = events(&ev);
+    let deny: Vec<_> = evs.iter().filter(|e| e["verdict"] == "deny").collect();
+    assert_eq!(deny.len(), 1, "{evs:?}");
+    assert_eq!(deny[0]["event"], "listen");
+    assert_eq!(deny[0]["rule"], "no-listen-on-127-0-0-3");
+    assert_eq!(deny[0]["local"]["ip"], "127.0.0.3");
+    assert_eq!(deny[0]["comm"], "python3");
+    if is_root() {
+        assert_eq!(deny[0]["uid"], 65534);
+    }
+    let listen = evs
+        .iter()
+        .find(|e| e["event"] == "listen" && e["verdict"] == "allow")
+        .unwrap();
+    assert_eq!(listen["local"]["port"], port);
+    assert!(listen["rule"].is_null());
+    assert!(listen["socket"].as_u64().unwrap() > 0);
+    let accept = evs.iter().find(|e| e["event"] == "accept").unwrap();
+    assert_eq!(accept["listener"], listen["socket"]);
+    assert_eq!(accept["remote"]["port"], conn.local_addr().unwrap().port());
+}
+
+#[test]
+fn bind_connect_and_udp_sendto_decided_by_policy() {
+    let dir = TempDir::new("policy");
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp_ok = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_no = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (pa, pd) = (
+        allowed.local_addr().unwrap().port(),
+        denied.local_addr().unwrap().port(),
+    );
+    let (ua, ud) = (
+        udp_ok.local_addr().unwrap().port(),
+        udp_no.local_addr().unwrap().port(),
+    );
+    let policy = dir.file(
+        "p.toml",
+        &format!(
+            "default = \"allow\"\n\n\
+             [[rule]]\nname = \"no-bind-127-0-0-4\"\naction = \"deny\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.4\"]\n\n\
+             [[rule]]\nname = \"no-tcp-{pd}\"\naction = \"deny\"\non = [\"connect\"]\nproto = \"tcp\"\nremote_port = [{pd}]\n\n\
+             [[rule]]\nname = \"no-udp-{ud}\"\naction = \"deny\"\non = [\"connect\"]\nproto = \"udp\"\nremote_port = [{ud}]\n\n\
+             [[rule]]\nname = \"audit-udp-{ua}\"\naction = \"audit\"\non = [\"connect\"]\nproto = \"udp\"\nremote_port = [{ua}]\n"
+        ),
+    );
+    let ev = dir.0.join("events.jsonl");
+    let script = format!(
+        r#"
+import socket
+def attempt(name, f):
+    try:
+        f()
+        print(name, "ok")
+    except OSError as e:
+        print(name, "errno", e.errno)
+attempt("bind4", lambda: socket.socket().bind(("127.0.0.4", 0)))
+attempt("bind1", lambda: socket.socket().bind(("127.0.0.1", 0)))
+attempt("conn-allowed", lambda: socket.create_connection(("127.0.0.1", {pa}), timeout=10))
+attempt("conn-denied", lambda: socket.create_connection(("127.0.0.1", {pd}), timeout=10))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+attempt("udp-allowed", lambda: u.sendto(b"one", ("127.0.0.1", {ua})))
+attempt("udp-allowed-again", lambda: u.sendto(b"two", ("127.0.0.1", {ua})))
+attempt("udp-denied", lambda: u.sendto(b"no", ("127.0.0.1", {ud})))
+attempt("udp-sendmsg-denied", lambda: u.sendmsg([b"no"], [], 0, ("127.0.0.1", {ud})))
+print("done")
+"#
+    );
+    let mut run = Running::start(sockfilter(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &py(&script),
+    ));
+    assert_eq!(run.expect("bind4"), "errno 1");
+    assert_eq!(run.expect("bind1"), "ok");
+    assert_eq!(run.expect("conn-allowed"), "ok");
+    assert_eq!(run.expect("conn-denied"), "errno 1");
+    assert_eq!(run.expect("udp-allowed"), "ok");
+    assert_eq!(run.expect("udp-allowed-again"), "ok");
+    assert_eq!(run.expect("udp-denied"), "errno 1");
+    assert_eq!(run.expect("udp-sendmsg-denied"), "errno 1");
+    run.expect("done");
+    assert!(run.wait().success());
+
+    udp_ok.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 16];
+    let n = udp_ok.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"one");
+    let n = udp_ok.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"two");
+    udp_no.set_nonblocking(true).unwrap();
+    assert!(udp_no.recv(&mut buf).is_err(), "denied datagram arrived");
+    denied.set_nonblocking(true).unwrap();
+    assert!(denied.accept().is_err(), "denied connection arrived");
+    allowed.set_nonblocking(true).unwrap();
+    assert!(allowed.accept().is_ok());
+
+    let evs = events(&ev);
+    let by_rule =
+        |r: &str| -> Vec<&serde_json::Value> { evs.iter().filter(|e| e["rule"] == r).collect() };
+    assert_eq!(by_rule("no-bind-127-0-0-4")[0]["event"], "bind");
+    assert_eq!(by_rule(&format!("no-tcp-{pd}"))[0]["event"], "connect");
+    let udp_denied = by_rule(&format!("no-udp-{ud}"));
+    assert_eq!(udp_denied.len(), 2, "{evs:?}");
+    assert!(udp_denied
+        .iter()
+        .all(|e| e["proto"] == "udp" && e["verdict"] == "deny"));
+    // One event per new destination: the second datagram is not reported.
+    let audited = by_rule(&format!("audit-udp-{ua}"));
+    assert_eq!(audited.len(), 1, "{evs:?}");
+    assert_eq!(audited[0]["verdict"], "audit");
+    assert_eq!(audited[0]["event"], "connect");
+    assert_eq!(audited[0]["remote"]["port"], ua);
+}
+
+const ECHO_SERVER: &str = r#"
+import socketserver, sys, os, threading
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        d = self.request.recv(100)
+        self.request.sendall(("%s:%d:%d" % (d.decode(), os.getpid(), threading.get_ident())).encode())
+kind = sys.argv[1]
+cls = socketserver.ForkingTCPServer if kind == "fork" else socketserver.ThreadingTCPServer
+with cls(("127.0.0.1", 0), H) as srv:
+    print("port", srv.server_address[1])
+    for _ in range(int(sys.argv[2])):
+        srv.handle_request()
+    if kind == "fork":
+        srv.server_close()
+print("served")
+"#;
+
+fn serve_echo(kind: &str) -> Vec<String> {
+    let dir = TempDir::new(kind);
+    let ev = dir.0.join("events.jsonl");
+    let mut argv = py(ECHO_SERVER);
+    argv.extend([kind.to_string(), "3".to_string()]);
+    // python3 -c SCRIPT ARGS: sys.argv[1:] are ARGS.
+    let mut run = Running::start(sockfilter(&["--events", ev.to_str().unwrap()], &argv));
+    let port: u16 = run.expect("port").parse().unwrap();
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(format!("hi{i}").as_bytes()).unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with(&format!("hi{i}:")), "{got}");
+        replies.push(got);
+    }
+    run.expect("served");
+    assert!(run.wait().success());
+    let accepts = events(&ev)
+        .into_iter()
+        .filter(|e| e["event"] == "accept" && e["verdict"] == "allow")
+        .count();
+    assert_eq!(accepts, 3);
+    replies
+}
+
+#[test]
+fn forking_server_works() {
+    let replies = serve_echo("fork");
+    let pids: std::collections::HashSet<_> = replies
+        .iter()
+        .map(|r| r.split(':').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "each request in its own process: {replies:?}"
+    );
+}
+
+#[test]
+fn threaded_server_works() {
+    let replies = serve_echo("thread");
+    let pids: std::collections::HashSet<_> = replies
+        .iter()
+        .map(|r| r.split(':').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(pids.len(), 1, "{replies:?}");
+}
+
+#[test]
+fn nonblocking_connect_and_accept_behave_like_the_kernel() {
+    let script = r#"
+import socket, errno, select, fcntl, os
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+t.setblocking(False)
+try:
+    t.accept()
+    print("accept-empty ok")
+except BlockingIOError as e:
+    print("accept-empty errno", e.errno)
+c = socket.socket()
+c.setblocking(False)
+try:
+    c.connect(t.getsockname())
+    print("connect ok")
+except BlockingIOError as e:
+    print("connect errno", e.errno)
+select.select([], [c], [], 10)
+print("so_error", c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+select.select([t], [], [], 10)
+a, peer = t.accept()
+print("peer-matches", peer == c.getsockname())
+print("cloexec", bool(fcntl.fcntl(a.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+print("accepted-blocking", a.getblocking())
+nb = socket.socket()
+nb.connect(t.getsockname())
+t.setblocking(True)
+fd, addr = t._accept()
+fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+print("accept-fd-nonblock", bool(fl & os.O_NONBLOCK))
+"#;
+    let mut run = Running::start(sockfilter(&[], &py(script)));
+    assert_eq!(run.expect("accept-empty"), "errno 11");
+    assert_eq!(run.expect("connect"), "errno 115");
+    assert_eq!(run.expect("so_error"), "0");
+    assert_eq!(run.expect("peer-matches"), "True");
+    assert_eq!(run.expect("cloexec"), "True");
+    assert_eq!(run.expect("accepted-blocking"), "True");
+    assert_eq!(run.expect("accept-fd-nonblock"), "False");
+    assert!(run.wait().success());
+}
+
+#[test]
+fn exit_status_propagates() {
+    let sh = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+    let st = sockfilter(&[], &sh("exit 7")).status().unwrap();
+    assert_eq!(st.code(), Some(7));
+    let st = sockfilter(&[], &sh("kill -KILL $$")).status().unwrap();
+    assert_eq!(st.code(), Some(128 + 9));
+
+    // SIGTERM to sockfilter is forwarded to the command.
+    let mut run = Running::start(sockfilter(
+        &[],
+        &py("import time\nprint('ready')\ntime.sleep(60)\n"),
+    ));
+    run.expect("ready");
+    // SAFETY: plain system call.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(run.wait().code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn errors_are_reported_with_exit_codes() {
+    let out = sockfilter(&[], &["/nonexistent/program".to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/program: command not found"),
+        "{err}"
+    );
+
+    let dir = TempDir::new("badpolicy");
+    let p = dir.file("bad.toml", "[[rule]]\nname = \"a\"\naction = \"permit\"\n");
+    let out = sockfilter(&["--policy", p.to_str().unwrap()], &["true".to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:10:", p.display())), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn killing_the_supervisor_fails_pending_calls() {
+    let script = r#"
+import socket, os
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+print("pid", os.getpid())
+try:
+    t.accept()
+    print("accept ok")
+except OSError as e:
+    print("accept errno", e.errno)
+try:
+    socket.socket().bind(("127.0.0.1", 0))
+    print("bind ok")
+except OSError as e:
+    print("bind errno", e.errno)
+"#;
+    let mut run = Running::start(sockfilter(&[], &py(script)));
+    let pid: i32 = run.expect("pid").parse().unwrap();
+    // Wait until the program is held in accept4 (288) or accept (43).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let sc = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let nr = sc.split_whitespace().next().unwrap_or("");
+        if nr == "288" || nr == "43" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "program never reached accept: {sc}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    // The orphaned program goes on, its calls failing with ENOSYS.
+    assert_eq!(run.expect("accept"), "errno 38");
+    assert_eq!(run.expect("bind"), "errno 38");
+}
+
+#[test]
+fn ask_on_a_pseudo_terminal() {
+    let dir = TempDir::new("ask");
+    let policy = dir.file(
+        "p.toml",
+        "default = \"deny\"\n\n[[rule]]\nname = \"setup\"\naction = \"allow\"\non = [\"bind\", \"listen\"]\n",
+    );
+    let program = r#"
+import socket
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+for i in range(3):
+    try:
+        socket.create_connection(t.getsockname(), timeout=10)
+        print("conn%d ok" % i)
+    except OSError as e:
+        print("conn%d errno %d" % (i, e.errno))
+"#;
+    // The driver runs sockfilter on a pty and answers each prompt with one key.
+    let driver = r#"
+import os, pty, sys, select, json, time
+argv = json.loads(sys.argv[1])
+answers = list(sys.argv[2])
+PROMPT = b"[a]llow once [A]llow always [d]eny once [D]eny always"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+buf = b""
+asked = 0
+deadline = time.time() + 20
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.5)
+    if not r:
+        continue
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    buf += d
+    while buf.count(PROMPT) > asked:
+        os.write(fd, answers[asked].encode())
+        asked += 1
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(buf.decode(errors="replace").replace("\r", ""))
+print("\nprompts", asked)
+print("status", os.waitstatus_to_exitcode(st))
+"#;
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_sockfilter").to_string(),
+        "supervise".to_string(),
+        "--ask".to_string(),
+        "--policy".to_string(),
+        policy.to_str().unwrap().to_string(),
+        "--".to_string(),
+    ];
+    argv.extend(py(program));
+    let mut run = Running::start({
+        let mut c = Command::new(PY);
+        c.args(["-c", driver, &serde_json::to_string(&argv).unwrap(), "aD"]);
+        c
+    });
+    assert!(run.wait().success());
+    let out = run.rest().join("\n");
+    assert!(out.contains("conn0 ok"), "{out}");
+    assert!(out.contains("conn1 errno 1"), "{out}");
+    assert!(out.contains("conn2 errno 1"), "{out}");
+    assert!(
+        out.contains("prompts 2"),
+        "deny always holds without asking again: {out}"
+    );
+    assert!(out.contains("wants to connect tcp ipv4"), "{out}");
+    assert!(out.contains("(python3, /usr/bin/python3"), "{out}");
+    assert!(out.contains("status 0"), "{out}");
+}
+
+#[test]
+fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
+    let dir = TempDir::new("race");
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pd) = (
+        allowed.local_addr().unwrap().port(),
+        denied.local_addr().unwrap().port(),
+    );
+    // Drain the allowed listener so its backlog never fills.
+    let drain = std::thread::spawn(move || {
+        let mut n = 0;
+        allowed.set_nonblocking(false).unwrap();
+        while let Ok((s, _)) = allowed.accept() {
+            if s.peer_addr().is_err() {
+                break;
+            }
+            n += 1;
+            if n == 1_000_000 {
+                break;
+            }
+        }
+    });
+    let policy = dir.file(
+        "p.toml",
+        &format!(
+            "default = \"allow\"\n\n[[rule]]\nname = \"never-{pd}\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [{pd}]\n"
+        ),
+    );
+    let script = format!(
+        r#"
+import ctypes, socket, struct, threading, errno
+libc = ctypes.CDLL(None, use_errno=True)
+A, D = {pa}, {pd}
+def sa(port):
+    return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton("127.0.0.1"))
+buf = ctypes.create_string_buffer(sa(A), 16)
+stop = False
+flips = 0
+def flipper():
+    global flips
+    a, d = sa(A), sa(D)
+    while not stop:
+        ctypes.memmove(buf, d, 16)
+        ctypes.memmove(buf, a, 16)
+        flips += 1
+threading.Thread(target=flipper, daemon=True).start()
+ok = denied = other = wrong = 0
+for i in range(300):
+    s = socket.socket()
+    r = libc.connect(s.fileno(), buf, 16)
+    if r == 0:
+        if s.getpeername()[1] == A:
+            ok += 1
+        else:
+            wrong += 1
+    elif ctypes.get_errno() == errno.EPERM:
+        denied += 1
+    else:
+        other += 1
+    s.close()
+stop = True
+print("result", ok, denied, wrong, other)
+"#
+    );
+    let mut run = Running::start(sockfilter(
+        &["--policy", policy.to_str().unwrap()],
+        &py(&script),
+    ));
+    let result = run.expect("result");
+    assert!(run.wait().success());
+    let n: Vec<u32> = result.split(' ').map(|x| x.parse().unwrap()).collect();
+    eprintln!(
+        "race: ok {} denied {} wrong {} other {}",
+        n[0], n[1], n[2], n[3]
+    );
+    assert_eq!(n[2], 0, "a connection reached the denied port");
+    assert_eq!(n[0] + n[1] + n[3], 300);
+    assert!(n[0] > 0, "no connect was allowed");
+    denied.set_nonblocking(true).unwrap();
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+    // Unblock the drain thread.
+    let _ = TcpStream::connect(("127.0.0.1", pa)).map(drop);
+    drop(drain);
+}
+
+#[test]
+fn library_callback_api() {
+    use sockfilter::supervise::{Operation, Request, Supervisor, Verdict};
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let events: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let (s2, e2) = (seen.clone(), events.clone());
+    let sup = Supervisor::new(move |req| {
+        s2.lock().unwrap().push(req.clone());
+        if req.op == Operation::Bind && req.local.map(|e| e.port) == Some(1) {
+            Verdict::deny().with_rule("port-one")
+        } else {
+            Verdict::allow()
+        }
+    })
+    .on_event(move |ev| e2.lock().unwrap().push(ev.to_json()));
+    let argv = py(
+        "import socket\ntry:\n    socket.socket().bind(('127.0.0.1', 1))\nexcept OSError as e:\n    print('bind errno', e.errno)\n",
+    );
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdout(Stdio::piped());
+    let mut running = sup.spawn(&mut cmd).unwrap();
+    let mut out = String::new();
+    running
+        .child()
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(running.wait().unwrap().success());
+    assert!(running.finished());
+    assert_eq!(out.trim(), "bind errno 1");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].comm, "python3");
+    assert_eq!(seen[0].exe.as_deref(), Some("/usr/bin/python3.11"));
+    assert_eq!(seen[0].pid, running.id());
+    let events = events.lock().unwrap();
+    assert_eq!(events[0]["rule"], "port-one");
+    assert_eq!(events[0]["verdict"], "deny");
+}
+
+#[test]
+fn unprivileged_supervisor_and_unix_sockets() {
+    // The whole supervisor as nobody: PR_SET_NO_NEW_PRIVS needs no privilege.
+    // AF_UNIX calls are not decided and go ahead in the kernel.
+    if !is_root() {
+        eprintln!("skipped: needs root to become nobody");
+        return;
+    }
+    let dir = TempDir::new("unpriv");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let policy = dir.file(
+        "p.toml",
+        "[[rule]]\nname = \"no-listen\"\naction = \"deny\"\non = [\"listen\"]\n",
+    );
+    let sock = dir.0.join("u.sock");
+    let script = format!(
+        r#"
+import socket
+u = socket.socket(socket.AF_UNIX)
+u.bind("{}")
+u.listen()
+c = socket.socket(socket.AF_UNIX)
+c.connect("{}")
+a, _ = u.accept()
+c.sendmsg([b"x"])
+print("unix", a.recv(1))
+try:
+    socket.socket().listen()
+except OSError as e:
+    print("listen errno", e.errno)
+"#,
+        sock.display(),
+        sock.display()
+    );
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_sockfilter"))
+        .args(["supervise", "--policy", policy.to_str().unwrap(), "--"])
+        .args([PY, "-u", "-c", &script]);
+    let mut run = Running::start(c);
+    assert_eq!(run.expect("unix"), "b'x'");
+    assert_eq!(run.expect("listen"), "errno 1");
+    assert!(run.wait().success());
+}
+
+/// Latency of one supervised call: `bind()` of a fresh UDP socket, decided by
+/// a policy, against the same loop unsupervised. Run with
+/// `cargo test --release -p sockfilter-cli --test supervise -- --ignored --nocapture latency`.
+#[test]
+#[ignore]
+fn latency_bench() {
+    let dir = TempDir::new("bench");
+    let policy = dir.file(
+        "p.toml",
+        "default = \"allow\"\n\n[[rule]]\nname = \"no-8080\"\naction = \"deny\"\non = [\"listen\"]\nlocal_port = [8080]\n",
+    );
+    let script = r#"
+import socket, time
+N = 20000
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(N)]
+addr = ("127.0.0.1", 0)
+t0 = time.perf_counter()
+for s in socks:
+    s.bind(addr)
+t1 = time.perf_counter()
+for s in socks:
+    s.close()
+print("per-call-us", (t1 - t0) / N * 1e6)
+"#;
+    let plain = Command::new(PY).args(["-c", script]).output().unwrap();
+    let sup = sockfilter(
+        &["--policy", policy.to_str().unwrap()],
+        &[PY.into(), "-c".into(), script.into()],
+    )
+    .output()
+    .unwrap();
+    let us = |o: &std::process::Output| -> f64 {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .strip_prefix("per-call-us ")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (p, s) = (us(&plain), us(&sup));
+    println!(
+        "bind: plain {p:.2} us, supervised {s:.2} us, added {:.2} us, ratio {:.1}x",
+        s - p,
+        s / p
+    );
+}
