@@ -93,6 +93,7 @@ struct fdtable {
 } __core;
 
 struct files_struct { struct fdtable *fdt; } __core;
+struct nsproxy { struct net *net_ns; } __core;
 struct mm_struct { struct file *exe_file; } __core;
 struct cred { kuid_t uid; } __core;
 struct kernfs_node { __u64 id; } __core;
@@ -107,6 +108,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
 	struct css_set *cgroups;
+	struct nsproxy *nsproxy;
 } __core;
 
 struct linux_binprm { struct file *file; } __core;

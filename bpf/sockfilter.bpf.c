@@ -175,6 +175,13 @@ static __always_inline void owner_from_current(struct sf_owner *o)
 	BPF_CORE_READ_STR_INTO(&o->comm, t, comm);
 }
 
+/* Inode of the calling task's network namespace. */
+static __always_inline __u32 current_netns(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+}
+
 static __always_inline void event_set_owner(struct sf_event *e, const struct sf_owner *o)
 {
 	e->pid = o->pid;
@@ -305,6 +312,7 @@ struct sf_endpoints {
 	__u16 remote_port;
 	__u16 family;
 	__u16 _pad;
+	__u32 netns;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -321,6 +329,7 @@ static __always_inline void remember_udp(const struct sf_event *e)
 	ep.local_port = e->local_port;
 	ep.remote_port = e->remote_port;
 	ep.family = e->family;
+	ep.netns = e->netns;
 	bpf_map_update_elem(&udp_endpoints, &e->cookie, &ep, BPF_ANY);
 }
 
@@ -365,6 +374,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 	e->family = ctx->family;
 	e->protocol = ctx->protocol;
 	e->local_port = ctx->src_port;
+	e->netns = current_netns(); /* the hook has no kernel socket pointer */
 	if (v6) {
 		copy_ip6(e->local_addr, ctx->src_ip6);
 	} else {
@@ -406,6 +416,7 @@ int sf_sock_release(struct bpf_sock *ctx)
 	e->protocol = IPPROTO_UDP;
 	e->local_port = ep->local_port;
 	e->remote_port = ep->remote_port;
+	e->netns = ep->netns;
 	__builtin_memcpy(e->local_addr, ep->local_addr, 16);
 	__builtin_memcpy(e->remote_addr, ep->remote_addr, 16);
 	bpf_map_delete_elem(&udp_endpoints, &cookie);
@@ -474,9 +485,10 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 			__builtin_memcpy(e->remote_addr, &r, 4);
 		}
 	}
-	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
-		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-		if (tp)
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp) {
+		e->netns = BPF_CORE_READ((struct sock *)tp, __sk_common.skc_net.net, ns.inum);
+		if (op == BPF_SOCK_OPS_TCP_LISTEN_CB)
 			e->backlog = BPF_CORE_READ((struct sock *)tp, sk_max_ack_backlog);
 	}
 	bpf_ringbuf_submit(e, 0);

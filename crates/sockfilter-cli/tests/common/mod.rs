@@ -1,0 +1,335 @@
+//! Shared fixtures for integration tests that run the real binary against
+//! the real kernel: a throw-away cgroup, a throw-away network namespace, and
+//! a running `sockfilter watch` whose JSON lines can be awaited.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::ffi::CString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn sockfilter() -> &'static str {
+    env!("CARGO_BIN_EXE_sockfilter")
+}
+
+/// The cgroup2 mount, from mountinfo (never hard-coded).
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2"
+                && left.split_whitespace().nth(3)? == "/")
+                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A child cgroup of the root that is removed (its processes killed first)
+/// when dropped, also when the test fails.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    procs: CString,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> TestCgroup {
+        let path = cgroup2_root().join(format!("sockfilter-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let procs = CString::new(path.join("cgroup.procs").to_str().unwrap()).unwrap();
+        TestCgroup { path, procs }
+    }
+
+    /// The path as /proc/PID/cgroup shows it.
+    pub fn name(&self) -> String {
+        format!(
+            "/{}",
+            self.path.strip_prefix(cgroup2_root()).unwrap().display()
+        )
+    }
+
+    /// Makes `cmd` start inside this cgroup (moved between fork and exec, so
+    /// every socket it opens belongs here).
+    pub fn enter(&self, cmd: &mut Command) {
+        let procs = self.procs.clone();
+        // SAFETY: only async-signal-safe calls (open, write, close) between
+        // fork and exec; the path was allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A network namespace with loopback up, deleted when dropped.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!("sf-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        TestNetns { name }
+    }
+
+    /// Inode of the namespace (what events report as `netns`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap()
+            .ino()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn run(cmd: &mut Command) {
+    let st = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(st.success(), "{cmd:?} failed: {st}");
+}
+
+/// Kills and reaps a child on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// Starts a python3 program inside `cg` and waits for its first stdout
+/// line (its readiness signal), returned with the process.
+pub fn python(cg: &TestCgroup, code: &str) -> (Proc, String, BufReader<ChildStdout>) {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-u", "-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    spawn_ready(cg, cmd)
+}
+
+pub fn spawn_ready(cg: &TestCgroup, mut cmd: Command) -> (Proc, String, BufReader<ChildStdout>) {
+    cg.enter(&mut cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let p = Proc(child);
+    let line = read_line(&mut out);
+    (p, line, out)
+}
+
+pub fn read_line(r: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(
+        !line.is_empty(),
+        "the program ended before printing its ready line"
+    );
+    line.trim_end().to_string()
+}
+
+/// The python3 executable as /proc/PID/exe shows it.
+pub fn python_exe() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A running `sockfilter watch --json --cgroup CG`.
+pub struct Watch {
+    pub child: Child,
+    lines: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    pub fn start(cg: &TestCgroup, extra: &[&str]) -> Watch {
+        let mut child = Command::new(sockfilter())
+            .args(["watch", "--json", "--cgroup"])
+            .arg(&cg.path)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sockfilter watch");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("watch printed non-JSON {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[watch] {line}");
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        };
+        w.wait_stderr("watching");
+        w
+    }
+
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("watch did not print {needle:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Waits for the first event (seen before or arriving) that matches.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no event {what} within {WAIT:?}; saw:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until `n` events match.
+    pub fn expect_count(
+        &mut self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found: Vec<Value> = self.seen.iter().filter(|v| pred(v)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => panic!("only {} of {n} events {what} within {WAIT:?}", found.len()),
+            }
+        }
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit; returns stderr lines.
+    pub fn stop(mut self, sig: i32) -> (std::process::ExitStatus, Vec<String>) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "watch did not exit after signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = Vec::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            err.push(l);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn port_of(v: &Value, side: &str) -> u64 {
+    v[side]["port"].as_u64().unwrap_or(0)
+}
+
+pub fn is(v: &Value, event: &str, pid: u32) -> bool {
+    v["event"] == event && v["pid"] == pid
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
