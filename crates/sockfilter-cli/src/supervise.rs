@@ -100,7 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
-    match Supervisor::new(decide).on_event(on_event).run(&mut cmd) {
+    let mut supervisor = Supervisor::new(decide);
+    if args.events.is_some() || verbose {
+        supervisor = supervisor.on_event(on_event);
+    }
+    match supervisor.run(&mut cmd) {
         Ok(status) => Ok(match (status.code(), status.signal()) {
             (Some(code), _) => ExitCode::from(code as u8),
             (None, Some(sig)) => ExitCode::from((128 + sig) as u8),

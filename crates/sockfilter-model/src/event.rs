@@ -341,7 +341,10 @@ mod tests {
             }
         }
         assert!(sample(EventKind::Listen).to_json()["backlog"].is_null());
-        assert!(sample(EventKind::Accept).to_json().get("listener").is_some());
+        assert!(sample(EventKind::Accept)
+            .to_json()
+            .get("listener")
+            .is_some());
         let close = sample(EventKind::Close).to_json();
         for f in ["bytes_sent", "bytes_received", "duration_ns"] {
             assert!(close.get(f).is_some());
@@ -351,7 +354,10 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339_utc() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 
     #[test]

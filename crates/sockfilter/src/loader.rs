@@ -37,6 +37,9 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
+    /// tracefs is not mounted and could not be.
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    NoTracefs(String),
     /// The kernel has no BTF.
     #[error("the kernel exposes no BTF (/sys/kernel/btf/vmlinux: {0}); sockfilter needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf(String),
@@ -172,6 +175,7 @@ impl Probe {
             path: cgroup_path.clone(),
             source,
         })?;
+        ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
         let filter: u8 = opts.cgroup.is_some().into();
         let mut bpf = EbpfLoader::new()
@@ -287,6 +291,25 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Syscall tracepoints are attached by their tracefs id, so tracefs must be
+/// mounted; mount it where the kernel expects it if nothing has (as perf does).
+fn ensure_tracefs() -> Result<(), LoadError> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").is_dir() || Path::new("/sys/kernel/debug/tracing/events").is_dir() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        dir,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| LoadError::NoTracefs(e.to_string()))
 }
 
 /// Fills `exe_by_pid` for processes that were running before sockfilter.

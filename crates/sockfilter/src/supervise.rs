@@ -36,7 +36,7 @@
 use sockfilter_model::event::{
     Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict as Action,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -321,6 +321,7 @@ impl Supervisor {
             decide: self.decide,
             on_event: self.on_event,
             sent: Mutex::new(HashSet::new()),
+            cgroups: Mutex::new(HashMap::new()),
         });
         let done = Arc::new(AtomicBool::new(false));
         let loop_done = done.clone();
@@ -716,10 +717,18 @@ struct Core {
     on_event: Option<Box<EventFn>>,
     /// (socket cookie, pid, destination) already allowed for sendto/sendmsg.
     sent: Mutex<HashSet<(u64, u32, Endpoint)>>,
+    /// cgroup id -> cgroup path.
+    cgroups: Mutex<HashMap<u64, String>>,
 }
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): the caller and the
+/// supervisor hand the CPU to each other directly, which halves the latency.
+const SYNC_WAKE_UP: u64 = 1;
 
 fn notify_loop(core: &Arc<Core>) {
     let fd = core.listener.as_raw_fd();
+    // SAFETY: the flags are passed by value; an older kernel says EINVAL.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP) };
     loop {
         let mut pfd = libc::pollfd {
             fd,
@@ -774,6 +783,8 @@ struct Call {
     id: u64,
     tid: u32,
     args: [u64; 6],
+    /// A pidfd of the calling thread (valid once checked with `valid()`).
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 enum Answer {
@@ -790,6 +801,7 @@ impl Call {
             id: self.id,
             tid: self.tid,
             args: self.args,
+            pidfd: self.pidfd.clone(),
         }
     }
 
@@ -1057,8 +1069,48 @@ fn target(sock: &Sock, b: &[u8], op: Syscall) -> Addr {
     }
 }
 
-/// Reads who the caller is from /proc.
-fn who(tid: u32) -> (u32, u32, String, Option<String>, Option<String>) {
+/// `struct pidfd_info` (Linux 6.13), version 0.
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+
+/// `_IOWR(PIDFS_IOCTL_MAGIC, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+const PIDFD_INFO_PID: u64 = 1;
+const PIDFD_INFO_CREDS: u64 = 2;
+const PIDFD_INFO_CGROUPID: u64 = 4;
+
+fn pidfd_info(pidfd: &OwnedFd) -> Option<PidfdInfo> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_PID | PIDFD_INFO_CREDS | PIDFD_INFO_CGROUPID,
+        ..Default::default()
+    };
+    // SAFETY: valid pointer to a pidfd_info of the size encoded in the request.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, &mut info) };
+    if r < 0 || info.mask & (PIDFD_INFO_PID | PIDFD_INFO_CREDS) != PIDFD_INFO_PID | PIDFD_INFO_CREDS
+    {
+        return None;
+    }
+    Some(info)
+}
+
+/// Thread-group id and real uid from /proc/TID/status.
+fn proc_status(tid: u32) -> (u32, u32) {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -1067,21 +1119,68 @@ fn who(tid: u32) -> (u32, u32, String, Option<String>, Option<String>) {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<u32>().ok())
     };
-    let pid = field("Tgid:").unwrap_or(tid);
-    let uid = field("Uid:").unwrap_or(u32::MAX);
-    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
-        .map(|s| s.trim_end_matches('\n').to_string())
-        .unwrap_or_default();
-    let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned());
-    let cgroup = std::fs::read_to_string(format!("/proc/{tid}/cgroup"))
+    (
+        field("Tgid:").unwrap_or(tid),
+        field("Uid:").unwrap_or(u32::MAX),
+    )
+}
+
+fn proc_cgroup(tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{tid}/cgroup"))
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        });
-    (pid, uid, comm, exe, cgroup)
+        })
+}
+
+impl Call {
+    /// Thread-group id, real uid and cgroup id (0 when unknown) of the
+    /// caller: from its pidfd (Linux 6.13), else from /proc.
+    fn who_ids(&self) -> (u32, u32, u64) {
+        if let Some(info) = self.pidfd.as_deref().and_then(pidfd_info) {
+            let cg = if info.mask & PIDFD_INFO_CGROUPID != 0 {
+                info.cgroupid
+            } else {
+                0
+            };
+            return (info.tgid, info.ruid, cg);
+        }
+        let (pid, uid) = proc_status(self.tid);
+        (pid, uid, 0)
+    }
+
+    /// Who the caller is: pid, uid, comm, exe, cgroup.
+    fn who(&self) -> (u32, u32, String, Option<String>, Option<String>) {
+        let tid = self.tid;
+        let (pid, uid, cgid) = self.who_ids();
+        let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
+            .map(|s| s.trim_end_matches('\n').to_string())
+            .unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let cgroup = if cgid == 0 {
+            proc_cgroup(tid)
+        } else {
+            let cached = self.core.cgroups.lock().unwrap().get(&cgid).cloned();
+            match cached {
+                Some(path) => Some(path),
+                None => {
+                    let path = proc_cgroup(tid);
+                    if let Some(p) = &path {
+                        let mut map = self.core.cgroups.lock().unwrap();
+                        if map.len() > 4096 {
+                            map.clear();
+                        }
+                        map.insert(cgid, p.clone());
+                    }
+                    path
+                }
+            }
+        };
+        (pid, uid, comm, exe, cgroup)
+    }
 }
 
 fn syscall_of(nr: i32) -> Option<Syscall> {
@@ -1099,34 +1198,46 @@ fn syscall_of(nr: i32) -> Option<Syscall> {
 }
 
 fn handle(core: &Arc<Core>, notif: &libc::seccomp_notif) {
-    let call = Call {
+    let mut call = Call {
         core: core.clone(),
         id: notif.id,
         tid: notif.pid,
         args: notif.data.args,
+        pidfd: None,
     };
     let answer = match syscall_of(notif.data.nr) {
-        Some(sc) => serve(&call, sc),
+        Some(sc) => match open_pidfd(call.tid) {
+            Ok(fd) => {
+                call.pidfd = Some(Arc::new(fd));
+                serve(&call, sc)
+            }
+            Err(e) => Answer::Result(Err(e)),
+        },
         None => Answer::Result(Err(libc::ENOSYS)),
     };
     call.send(answer);
 }
 
+fn open_pidfd(tid: u32) -> Result<OwnedFd, Errno> {
+    match pidfd_open(tid as i32, PIDFD_THREAD) {
+        Ok(fd) => Ok(fd),
+        // Before Linux 6.9: only thread-group leaders have pidfds.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let pid = proc_status(tid).0;
+            pidfd_open(pid as i32, 0).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))
+        }
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::ESRCH)),
+    }
+}
+
 /// Takes the caller's socket; None when the call carries no decision.
 fn take_socket(call: &Call) -> Result<Option<Sock>, Errno> {
-    let pidfd = match pidfd_open(call.tid as i32, PIDFD_THREAD) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let (pid, ..) = who(call.tid);
-            pidfd_open(pid as i32, 0).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?
-        }
-        Err(e) => return Err(e.raw_os_error().unwrap_or(libc::ESRCH)),
-    };
+    let pidfd = call.pidfd.as_ref().ok_or(libc::ESRCH)?;
     // The pidfd names the caller only if the notification is still pending.
     if !call.valid() {
         return Err(libc::ESRCH);
     }
-    let fd = pidfd_getfd(&pidfd, call.args[0] as i32).map_err(|e| match e.raw_os_error() {
+    let fd = pidfd_getfd(pidfd, call.args[0] as i32).map_err(|e| match e.raw_os_error() {
         Some(libc::EBADF) => libc::EBADF,
         Some(e) => e,
         None => libc::EPERM,
@@ -1166,7 +1277,7 @@ impl Call {
         local: Option<Endpoint>,
         remote: Option<Endpoint>,
     ) -> Request {
-        let (pid, uid, comm, exe, cgroup) = who(self.tid);
+        let (pid, uid, comm, exe, cgroup) = self.who();
         Request {
             pid,
             tid: self.tid,
@@ -1568,7 +1679,7 @@ fn do_send(call: &Call, sock: Sock, sc: Syscall) -> Answer {
     let mut pid = None;
     for m in &msgs {
         let Some(ep) = m.ep else { continue };
-        let pid_now = *pid.get_or_insert_with(|| who(call.tid).0);
+        let pid_now = *pid.get_or_insert_with(|| call.who_ids().0);
         let key = (cookie, pid_now, ep);
         if call.core.sent.lock().unwrap().contains(&key) {
             continue;

@@ -26,6 +26,7 @@ pub struct WatchOptions {
 
 /// One item of the stream.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Lost is rare; boxing every event would cost an allocation each
 pub enum Item {
     /// A socket event.
     Event(Event),

@@ -1,0 +1,86 @@
+//! bpf/sockfilter.h and src/abi.rs must describe the same bytes. A C
+//! compiler prints the header's sizes and offsets; Rust's `offset_of!` must
+//! agree field by field.
+
+use sockfilter::abi::{SfEvent, SfExe};
+use std::mem::{offset_of, size_of};
+use std::process::Command;
+
+macro_rules! fields {
+    ($ty:ty, $cty:literal, $($f:ident),+) => {
+        vec![
+            (format!("sizeof {}", $cty), size_of::<$ty>()),
+            $((format!("{}.{}", $cty, stringify!($f)), offset_of!($ty, $f)),)+
+        ]
+    };
+}
+
+#[test]
+fn rust_mirror_matches_the_c_header() {
+    let mut rust = fields!(
+        SfEvent,
+        "sf_event",
+        ts_ns,
+        cookie,
+        listener_cookie,
+        cgroup_id,
+        bytes_sent,
+        bytes_received,
+        duration_ns,
+        kind,
+        flags,
+        pid,
+        uid,
+        backlog,
+        netns,
+        family,
+        protocol,
+        local_port,
+        remote_port,
+        local_addr,
+        remote_addr,
+        comm,
+        exe_len,
+        exe
+    );
+    rust.extend(fields!(SfExe, "sf_exe", len, truncated, path));
+
+    let dir = std::env::temp_dir().join(format!("sf-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/sockfilter.h");
+    let mut c = format!(
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include \"{header}\"\nint main(void){{\n"
+    );
+    for (name, _) in &rust {
+        let expr = match name.split_once(' ') {
+            Some(("sizeof", ty)) => format!("sizeof(struct {ty})"),
+            _ => {
+                let (ty, field) = name.split_once('.').unwrap();
+                format!("offsetof(struct {ty}, {field})")
+            }
+        };
+        c.push_str(&format!("printf(\"%zu\\n\", (size_t){expr});\n"));
+    }
+    c.push_str("return 0;}\n");
+    let src = dir.join("layout.c");
+    let bin = dir.join("layout");
+    std::fs::write(&src, c).unwrap();
+    let st = Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(st.success(), "compiling the layout probe failed");
+    let out = Command::new(&bin).output().unwrap();
+    let c_values: Vec<usize> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(c_values.len(), rust.len());
+    for ((name, r), c) in rust.iter().zip(c_values) {
+        assert_eq!(*r, c, "{name}: Rust says {r}, C says {c}");
+    }
+}
