@@ -792,36 +792,50 @@ fn latency_bench() {
     );
     let script = r#"
 import socket, time
-N = 20000
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(N)]
-addr = ("127.0.0.1", 0)
-t0 = time.perf_counter()
-for s in socks:
-    s.bind(addr)
-t1 = time.perf_counter()
-for s in socks:
-    s.close()
-print("per-call-us", (t1 - t0) / N * 1e6)
+ROUNDS, N = 40, 500
+total = 0.0
+for _ in range(ROUNDS):
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(N)]
+    t0 = time.perf_counter()
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    total += time.perf_counter() - t0
+    for s in socks:
+        s.close()
+print("per-call-us", total / (ROUNDS * N) * 1e6)
 "#;
     let plain = Command::new(PY).args(["-c", script]).output().unwrap();
-    let sup = sockfilter(
-        &["--policy", policy.to_str().unwrap()],
-        &[PY.into(), "-c".into(), script.into()],
+    let argv = [PY.to_string(), "-c".into(), script.into()];
+    let sup = sockfilter(&["--policy", policy.to_str().unwrap()], &argv)
+        .output()
+        .unwrap();
+    let ev = dir.0.join("events.jsonl");
+    let sup_ev = sockfilter(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &argv,
     )
     .output()
     .unwrap();
     let us = |o: &std::process::Output| -> f64 {
-        String::from_utf8_lossy(&o.stdout)
-            .trim()
+        let out = String::from_utf8_lossy(&o.stdout);
+        out.trim()
             .strip_prefix("per-call-us ")
-            .unwrap()
+            .unwrap_or_else(|| panic!("{out} {}", String::from_utf8_lossy(&o.stderr)))
             .parse()
             .unwrap()
     };
-    let (p, s) = (us(&plain), us(&sup));
-    println!(
-        "bind: plain {p:.2} us, supervised {s:.2} us, added {:.2} us, ratio {:.1}x",
-        s - p,
-        s / p
-    );
+    let p = us(&plain);
+    for (what, o) in [("supervised", &sup), ("supervised+events", &sup_ev)] {
+        let s = us(o);
+        println!(
+            "bind: plain {p:.2} us, {what} {s:.2} us, added {:.2} us, ratio {:.1}x",
+            s - p,
+            s / p
+        );
+    }
 }
