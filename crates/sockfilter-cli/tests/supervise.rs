@@ -43,10 +43,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let p = std::env::temp_dir().join(format!(
-            "sockfilter-supervise-{tag}-{}-{:?}",
-            std::process::id(),
-            Instant::now()
+            "sockfilter-supervise-{tag}-{}-{n}",
+            std::process::id()
         ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -838,4 +839,118 @@ print("per-call-us", total / (ROUNDS * N) * 1e6)
             s / p
         );
     }
+}
+
+#[test]
+fn shell_started_background_server_stays_supervised() {
+    let dir = TempDir::new("shell");
+    let ev = dir.0.join("events.jsonl");
+    let server = r#"
+import socket
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+print("port", t.getsockname()[1], flush=True)
+c, _ = t.accept()
+c.sendall(b"bye")
+c.close()
+try:
+    socket.socket().bind(("127.0.0.5", 0))
+    print("late-bind ok", flush=True)
+except OSError as e:
+    print("late-bind errno", e.errno, flush=True)
+"#;
+    let policy = dir.file(
+        "p.toml",
+        "[[rule]]\nname = \"no-127-0-0-5\"\naction = \"deny\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.5\"]\n",
+    );
+    let script = dir.file("server.py", server);
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let py_argv = py("")
+        .into_iter()
+        .take_while(|a| a != "-u")
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The shell starts the server in the background and exits at once.
+    let sh = format!("{py_argv} -u {} & echo shell-done", script.display());
+    let mut run = Running::start(sockfilter(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &["sh".to_string(), "-c".to_string(), sh],
+    ));
+    run.expect("shell-done");
+    let port: u16 = run.expect("port").parse().unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "bye");
+    assert_eq!(run.expect("late-bind"), "errno 1");
+    // sockfilter exits with the shell's status once the server is gone too.
+    assert!(run.wait().success());
+    let evs = events(&ev);
+    assert!(evs.iter().any(|e| e["event"] == "accept"), "{evs:?}");
+}
+
+#[test]
+fn ipv6_accept4_flags_sendmmsg_and_io_uring() {
+    let script = r#"
+import socket, ctypes, os, fcntl, struct
+libc = ctypes.CDLL(None, use_errno=True)
+t = socket.socket(socket.AF_INET6)
+t.bind(("::1", 0))
+t.listen()
+c = socket.create_connection(("::1", t.getsockname()[1]))
+a, p = t.accept()
+print("v6-peer", p[0], p[1] == c.getsockname()[1])
+t4 = socket.socket()
+t4.bind(("127.0.0.1", 0))
+t4.listen()
+c6 = socket.socket(socket.AF_INET6)
+c6.connect(("::ffff:127.0.0.1", t4.getsockname()[1]))
+buf = ctypes.create_string_buffer(16)
+ln = ctypes.c_int(16)
+fd = libc.accept4(t4.fileno(), buf, ctypes.byref(ln), os.O_NONBLOCK | os.O_CLOEXEC)
+print("accept4", fd >= 0, bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK),
+      bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC), ln.value,
+      struct.unpack("!H", buf.raw[2:4])[0] == c6.getsockname()[1])
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind(("127.0.0.1", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+sa = ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET, socket.htons(r.getsockname()[1]), socket.inet_aton("127.0.0.1")), 16)
+datas = [ctypes.create_string_buffer(b"m%d" % i, 2) for i in range(3)]
+iovs = [iovec(ctypes.cast(d, ctypes.c_void_p), 2) for d in datas]
+msgs = (mmsghdr * 3)()
+for i in range(3):
+    msgs[i].hdr.name = ctypes.cast(sa, ctypes.c_void_p)
+    msgs[i].hdr.namelen = 16
+    msgs[i].hdr.iov = ctypes.pointer(iovs[i])
+    msgs[i].hdr.iovlen = 1
+n = libc.sendmmsg(u.fileno(), msgs, 3, 0)
+print("sendmmsg", n, [msgs[i].len for i in range(3)], b",".join(r.recv(10) for _ in range(n)).decode())
+print("io_uring", libc.syscall(425, 1, ctypes.create_string_buffer(120)), ctypes.get_errno())
+try:
+    socket.create_connection(("127.0.0.1", 1), timeout=5)
+except OSError as e:
+    print("refused errno", e.errno)
+"#;
+    let mut run = Running::start(sockfilter(&[], &py(script)));
+    assert_eq!(run.expect("v6-peer"), "::1 True");
+    assert_eq!(run.expect("accept4"), "True True True 16 True");
+    assert_eq!(run.expect("sendmmsg"), "3 [2, 2, 2] m0,m1,m2");
+    assert_eq!(run.expect("io_uring"), "-1 38");
+    assert_eq!(run.expect("refused errno"), "111");
+    assert!(run.wait().success());
 }
