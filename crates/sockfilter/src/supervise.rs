@@ -303,6 +303,12 @@ impl Supervisor {
                             source: err,
                         },
                     },
+                    _ if err.raw_os_error() == Some(libc::EBUSY) => {
+                        SuperviseError::Seccomp(io::Error::other(
+                            "this process is already supervised: the kernel allows one \
+                             seccomp listener per process tree (EBUSY)",
+                        ))
+                    }
                     _ => SuperviseError::Seccomp(err),
                 });
             }
@@ -328,8 +334,16 @@ impl Supervisor {
         let thread = std::thread::Builder::new()
             .name("sockfilter-supervise".into())
             .spawn(move || {
+                // Marks the end also when a callback panics: the listener is
+                // then closed and the program's held calls fail with ENOSYS.
+                struct Done(Arc<AtomicBool>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(loop_done);
                 notify_loop(&core);
-                loop_done.store(true, Ordering::SeqCst);
             })?;
         Ok(Supervised {
             child,
