@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod flow;
 pub mod policy;
 
 pub use event::{Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
