@@ -97,7 +97,11 @@ struct nsproxy { struct net *net_ns; } __core;
 struct mm_struct { struct file *exe_file; } __core;
 struct cred { kuid_t uid; } __core;
 struct kernfs_node { __u64 id; } __core;
-struct cgroup { struct kernfs_node *kn; } __core;
+struct cgroup {
+	struct kernfs_node *kn;
+	int level;
+	struct cgroup *ancestors[];
+} __core;
 struct css_set { struct cgroup *dfl_cgrp; } __core;
 
 struct task_struct {

@@ -125,6 +125,8 @@ struct {
 	__type(value, struct path_scratch);
 } scratch SEC(".maps");
 
+#include "policy.h"
+
 /* Keep the ABI types in the object's BTF for the layout test. */
 struct sf_event _sf_event_btf __attribute__((unused));
 
@@ -198,6 +200,21 @@ static __always_inline void event_set_owner(struct sf_event *e, const struct sf_
 	}
 }
 
+static __always_inline void event_set_decision(struct sf_event *e, const struct sf_decision *d)
+{
+	e->verdict = d->verdict;
+	e->rule = d->rule;
+	e->policy_slot = d->slot;
+}
+
+static __always_inline void subject_set_owner(struct sf_subject *s, const struct sf_owner *o)
+{
+	s->has_owner = 1;
+	s->pid = o->pid;
+	s->uid = o->uid;
+	__builtin_memcpy(s->comm, o->comm, SF_COMM_LEN);
+}
+
 static __always_inline void addrs_from_sock(struct sf_event *e, struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -213,6 +230,25 @@ static __always_inline void addrs_from_sock(struct sf_event *e, struct sock *sk)
 		__builtin_memcpy(e->remote_addr, &r, 4);
 	}
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* A subject from an event's endpoints (no owner). */
+static __always_inline void subject_from_event(struct sf_subject *sub, const struct sf_event *e, __u8 op)
+{
+	sub->op = op;
+	sub->udp = e->protocol == IPPROTO_UDP;
+	sub->ipv6 = e->family == AF_INET6;
+	sub->has_local = 1;
+	sub->has_remote = e->remote_port != 0;
+	sub->local_port = e->local_port;
+	sub->remote_port = e->remote_port;
+	if (sub->ipv6) {
+		__builtin_memcpy(sub->local_addr, e->local_addr, 16);
+		__builtin_memcpy(sub->remote_addr, e->remote_addr, 16);
+	} else {
+		v4_mapped(sub->local_addr, *(__u32 *)e->local_addr);
+		v4_mapped(sub->remote_addr, *(__u32 *)e->remote_addr);
+	}
 }
 
 /* ---- executables ------------------------------------------------------ */
@@ -270,6 +306,16 @@ static __always_inline void resolve_path(struct path_scratch *s, struct file *f)
 	s->rec.len = len;
 	__builtin_memset(s->rec.path, 0, SF_EXE_LEN);
 	bpf_probe_read_kernel(s->rec.path, len & SF_MASK, &s->buf[pos & SF_MASK]);
+
+	/* FNV-1a 64, as crates/sockfilter/src/abi.rs computes it. */
+	__u64 h = 0xcbf29ce484222325ULL;
+	for (int i = 0; i < SF_EXE_LEN; i++) {
+		if (i >= len)
+			break;
+		h ^= (__u8)s->rec.path[i];
+		h *= 0x100000001b3ULL;
+	}
+	s->rec.hash = h;
 }
 
 /* exe_by_pid is filled at exec, in the exec'ing task, before execve()
@@ -354,22 +400,69 @@ int sf_sock_create(struct bpf_sock *ctx)
 	return 1;
 }
 
+/* The owner fields of `cur` into the socket's storage, keeping the rest. */
+static __always_inline void owner_update(struct sf_owner *o, const struct sf_owner *cur)
+{
+	o->pid = cur->pid;
+	o->uid = cur->uid;
+	o->cgroup_id = cur->cgroup_id;
+	__builtin_memcpy(o->comm, cur->comm, SF_COMM_LEN);
+}
+
+static __always_inline void take_pending(struct sf_owner *o, struct sf_decision *d)
+{
+	if (o && o->pending) {
+		d->verdict = o->verdict;
+		d->rule = o->rule;
+		d->slot = o->slot;
+		o->pending = 0;
+	}
+}
+
+static __always_inline void set_pending(struct sf_owner *o, const struct sf_decision *d)
+{
+	if (o) {
+		o->pending = 1;
+		o->verdict = d->verdict;
+		o->rule = d->rule;
+		o->slot = d->slot;
+	}
+}
+
 static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 {
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
-	struct sf_event *e = event_reserve(SF_BIND);
-	if (!e)
-		return 1;
 	struct sf_owner cur = {};
 	owner_from_current(&cur);
 	struct sf_owner *o = owner_storage(ctx, 1);
-	if (o) {
-		__u64 start = o->start_ns;
-		*o = cur;
-		o->start_ns = start ? start : bpf_ktime_get_boot_ns();
+	struct sf_decision d = {};
+	if (o && o->pending) {
+		take_pending(o, &d); /* decided in bind4/6 before the port was taken */
+	} else if (cfg_enforce) {
+		/* bind(port 0): decided now that the kernel has chosen the port;
+		 * refusing here makes bind() fail with EPERM and frees the port. */
+		struct sf_subject sub = { .op = SF_OP_BIND, .ipv6 = v6, .has_local = 1 };
+		sub.udp = ctx->protocol == IPPROTO_UDP;
+		sub.local_port = ctx->src_port;
+		if (v6)
+			copy_ip6(sub.local_addr, ctx->src_ip6);
+		else
+			v4_mapped(sub.local_addr, ctx->src_ip4);
+		subject_set_owner(&sub, &cur);
+		decide(&sub, &d, 1);
 	}
+	if (o) {
+		owner_update(o, &cur);
+		if (!o->start_ns)
+			o->start_ns = bpf_ktime_get_boot_ns();
+	}
+	int allow = d.verdict != SF_V_DENY;
+	struct sf_event *e = event_reserve(SF_BIND);
+	if (!e)
+		return allow;
 	event_set_owner(e, &cur);
+	event_set_decision(e, &d);
 	e->cookie = bpf_get_socket_cookie(ctx);
 	e->family = ctx->family;
 	e->protocol = ctx->protocol;
@@ -381,10 +474,10 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 		__u32 a = ctx->src_ip4;
 		__builtin_memcpy(e->local_addr, &a, 4);
 	}
-	if (ctx->protocol == IPPROTO_UDP)
+	if (allow && ctx->protocol == IPPROTO_UDP)
 		remember_udp(e);
 	bpf_ringbuf_submit(e, 0);
-	return 1;
+	return allow;
 }
 
 SEC("cgroup/post_bind4")
@@ -457,15 +550,40 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 	/* listen() and connect() run in the caller's context. */
 	struct sf_owner cur = {};
 	owner_from_current(&cur);
-	cur.start_ns = now;
-	cur.active = op == BPF_SOCK_OPS_TCP_CONNECT_CB;
-	if (o)
-		*o = cur;
+	struct sf_decision d = {};
+	if (o) {
+		owner_update(o, &cur);
+		o->start_ns = now;
+		o->active = op == BPF_SOCK_OPS_TCP_CONNECT_CB;
+	}
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		take_pending(o, &d); /* decided in connect4/6 */
+	} else if (cfg_enforce) {
+		struct sf_subject sub = { .op = SF_OP_LISTEN, .has_local = 1 };
+		sub.ipv6 = ctx->family == AF_INET6;
+		sub.local_port = ctx->local_port;
+		if (sub.ipv6)
+			copy_ip6(sub.local_addr, ctx->local_ip6);
+		else
+			v4_mapped(sub.local_addr, ctx->local_ip4);
+		subject_set_owner(&sub, &cur);
+		decide(&sub, &d, 1);
+		if (d.verdict == SF_V_DENY) {
+			/* listen() cannot be failed from here: refuse every
+			 * connection to it in socket lookup (sf_sk_lookup) until
+			 * user space destroys it. */
+			struct sf_listen_key k = { .port = sub.local_port };
+			__builtin_memcpy(k.addr, sub.local_addr, 16);
+			__u64 cookie = bpf_get_socket_cookie(ctx);
+			bpf_map_update_elem(&denied_listeners, &k, &cookie, BPF_ANY);
+		}
+	}
 
 	struct sf_event *e = event_reserve(op == BPF_SOCK_OPS_TCP_LISTEN_CB ? SF_LISTEN : SF_CONNECT);
 	if (!e)
 		return 1;
 	event_set_owner(e, &cur);
+	event_set_decision(e, &d);
 	e->cookie = bpf_get_socket_cookie(ctx);
 	e->family = ctx->family;
 	e->protocol = IPPROTO_TCP;
@@ -546,6 +664,16 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 		e->bytes_received = received;
 	}
 	e->backlog = oldstate; /* the state it left: user space tells listeners from connections */
+	if (cfg_enforce && oldstate == TCP_LISTEN) {
+		struct sf_listen_key k = { .port = e->local_port };
+		if (e->family == AF_INET6)
+			__builtin_memcpy(k.addr, e->local_addr, 16);
+		else
+			v4_mapped(k.addr, *(__u32 *)e->local_addr);
+		__u64 *c = bpf_map_lookup_elem(&denied_listeners, &k);
+		if (c && *c == cookie)
+			bpf_map_delete_elem(&denied_listeners, &k);
+	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -629,6 +757,15 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 		e->listener_cookie = BPF_CORE_READ(lsk, __sk_common.skc_cookie.counter);
 	e->protocol = IPPROTO_TCP;
 	addrs_from_sock(e, sk);
+	if (cfg_enforce) {
+		/* Decided in socket lookup (no process there); recomputed here,
+		 * uncounted, to name the verdict on the event. */
+		struct sf_decision d = {};
+		struct sf_subject sub = {};
+		subject_from_event(&sub, e, SF_OP_ACCEPT);
+		decide(&sub, &d, 0);
+		event_set_decision(e, &d);
+	}
 	cur.start_ns = e->ts_ns;
 	bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY);
 	bpf_ringbuf_submit(e, 0);
@@ -674,7 +811,217 @@ int sf_exit_connect(struct sys_exit_ctx *ctx)
 		bpf_ringbuf_discard(e, 0);
 		return 0;
 	}
+	if (cfg_enforce) {
+		/* Decided (and counted) in connect4/6; recomputed to name it. */
+		struct sf_decision d = {};
+		struct sf_subject sub = {};
+		subject_from_event(&sub, e, SF_OP_CONNECT);
+		sub.has_local = 0;
+		subject_set_owner(&sub, &cur);
+		decide(&sub, &d, 0);
+		event_set_decision(e, &d);
+	}
 	remember_udp(e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/* ---- enforcement-only hooks (attached by `sockfilter enforce`) ------------ */
+
+static __always_inline void subject_from_addr(struct sf_subject *sub, struct bpf_sock_addr *ctx,
+					      const int v6, int remote)
+{
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	sub->udp = ctx->protocol == IPPROTO_UDP;
+	sub->ipv6 = v6;
+	__u8 *addr = remote ? sub->remote_addr : sub->local_addr;
+	if (v6)
+		copy_ip6(addr, ctx->user_ip6);
+	else
+		v4_mapped(addr, ctx->user_ip4);
+	if (remote) {
+		sub->has_remote = 1;
+		sub->remote_port = port;
+	} else {
+		sub->has_local = 1;
+		sub->local_port = port;
+	}
+}
+
+static __always_inline void addr_event(struct sf_event *e, struct bpf_sock_addr *ctx,
+				       const int v6, int remote, const struct sf_subject *sub)
+{
+	e->cookie = bpf_get_socket_cookie(ctx);
+	e->family = v6 ? AF_INET6 : AF_INET;
+	e->protocol = ctx->protocol;
+	e->netns = current_netns();
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	if (remote) {
+		e->remote_port = port;
+		if (v6)
+			copy_ip6(e->remote_addr, ctx->user_ip6);
+		else
+			__builtin_memcpy(e->remote_addr, &sub->remote_addr[12], 4);
+		struct bpf_sock *sk = ctx->sk;
+		if (sk) {
+			e->local_port = sk->src_port;
+			if (v6)
+				copy_ip6(e->local_addr, sk->src_ip6);
+			else {
+				__u32 a = sk->src_ip4;
+				__builtin_memcpy(e->local_addr, &a, 4);
+			}
+		}
+	} else {
+		e->local_port = port;
+		if (v6)
+			copy_ip6(e->local_addr, ctx->user_ip6);
+		else
+			__builtin_memcpy(e->local_addr, &sub->local_addr[12], 4);
+	}
+}
+
+/* bind() to an explicit port: decided before the port is taken. */
+static __always_inline int bind_hook(struct bpf_sock_addr *ctx, const int v6)
+{
+	if (!cfg_enforce || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+		return 1;
+	if (bpf_ntohs((__u16)ctx->user_port) == 0)
+		return 1; /* the kernel picks the port: decided in post_bind */
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	struct sf_subject sub = { .op = SF_OP_BIND };
+	subject_from_addr(&sub, ctx, v6, 0);
+	subject_set_owner(&sub, &cur);
+	struct sf_decision d = {};
+	decide(&sub, &d, 1);
+	if (d.verdict != SF_V_DENY) {
+		set_pending(owner_storage(ctx->sk, 1), &d);
+		return 1;
+	}
+	struct sf_event *e = event_reserve(SF_BIND);
+	if (e) {
+		event_set_owner(e, &cur);
+		event_set_decision(e, &d);
+		addr_event(e, ctx, v6, 0, &sub);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0; /* EPERM */
+}
+
+SEC("cgroup/bind4")
+int sf_bind4(struct bpf_sock_addr *ctx) { return bind_hook(ctx, 0); }
+SEC("cgroup/bind6")
+int sf_bind6(struct bpf_sock_addr *ctx) { return bind_hook(ctx, 1); }
+
+/* connect(), TCP and UDP: refused with EPERM before anything is sent. */
+static __always_inline int connect_hook(struct bpf_sock_addr *ctx, const int v6)
+{
+	if (!cfg_enforce || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+		return 1;
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	struct sf_subject sub = { .op = SF_OP_CONNECT };
+	subject_from_addr(&sub, ctx, v6, 1);
+	subject_set_owner(&sub, &cur);
+	struct sf_decision d = {};
+	decide(&sub, &d, 1);
+	if (d.verdict != SF_V_DENY) {
+		if (ctx->protocol == IPPROTO_TCP)
+			set_pending(owner_storage(ctx->sk, 1), &d); /* reported by TCP_CONNECT_CB */
+		return 1;
+	}
+	struct sf_event *e = event_reserve(SF_CONNECT);
+	if (e) {
+		event_set_owner(e, &cur);
+		event_set_decision(e, &d);
+		addr_event(e, ctx, v6, 1, &sub);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int sf_connect4(struct bpf_sock_addr *ctx) { return connect_hook(ctx, 0); }
+SEC("cgroup/connect6")
+int sf_connect6(struct bpf_sock_addr *ctx) { return connect_hook(ctx, 1); }
+
+/* sendto()/sendmsg() with a destination on a UDP socket: decided per
+ * datagram; reported as a `connect` when the destination is new for the
+ * socket (one of the last four it sent to). */
+static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
+{
+	if (!cfg_enforce || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct sf_owner cur = {};
+	owner_from_current(&cur);
+	struct sf_subject sub = { .op = SF_OP_CONNECT };
+	subject_from_addr(&sub, ctx, v6, 1);
+	subject_set_owner(&sub, &cur);
+	struct sf_decision d = {};
+	decide(&sub, &d, 1);
+	int allow = d.verdict != SF_V_DENY;
+
+	struct sf_owner *o = owner_storage(ctx->sk, 1);
+	if (o) {
+		for (int i = 0; i < 4; i++) {
+			if (o->udp_dst[i].port == sub.remote_port &&
+			    !__builtin_memcmp(o->udp_dst[i].addr, sub.remote_addr, 16))
+				return allow; /* already reported */
+		}
+		__u32 n = o->udp_next & 3;
+		__builtin_memcpy(o->udp_dst[n].addr, sub.remote_addr, 16);
+		o->udp_dst[n].port = sub.remote_port;
+		o->udp_next = (n + 1) & 3;
+	}
+	struct sf_event *e = event_reserve(SF_CONNECT);
+	if (e) {
+		event_set_owner(e, &cur);
+		event_set_decision(e, &d);
+		addr_event(e, ctx, v6, 1, &sub);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return allow;
+}
+
+SEC("cgroup/sendmsg4")
+int sf_sendmsg4(struct bpf_sock_addr *ctx) { return sendmsg_hook(ctx, 0); }
+SEC("cgroup/sendmsg6")
+int sf_sendmsg6(struct bpf_sock_addr *ctx) { return sendmsg_hook(ctx, 1); }
+
+/* Socket lookup for a new inbound TCP connection, per network namespace:
+ * refuse it (the client gets a reset: ECONNREFUSED) when it is for a denied
+ * listener or from a denied peer, before any socket is chosen. */
+static __always_inline int denied_listener(const __u8 *addr, __u16 port)
+{
+	struct sf_listen_key k = { .port = port };
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&denied_listeners, &k) != NULL;
+}
+
+SEC("sk_lookup")
+int sf_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	struct sf_subject sub = { .op = SF_OP_ACCEPT, .has_local = 1, .has_remote = 1 };
+	sub.ipv6 = ctx->family == AF_INET6;
+	sub.local_port = ctx->local_port;
+	sub.remote_port = bpf_ntohs((__u16)ctx->remote_port);
+	if (sub.ipv6) {
+		copy_ip6(sub.local_addr, ctx->local_ip6);
+		copy_ip6(sub.remote_addr, ctx->remote_ip6);
+	} else {
+		v4_mapped(sub.local_addr, ctx->local_ip4);
+		v4_mapped(sub.remote_addr, ctx->remote_ip4);
+	}
+	__u8 any4[16] = { [10] = 0xff, [11] = 0xff };
+	__u8 any6[16] = {};
+	if (denied_listener(sub.local_addr, sub.local_port) ||
+	    denied_listener(any6, sub.local_port) ||
+	    (!sub.ipv6 && denied_listener(any4, sub.local_port)))
+		return SK_DROP;
+	struct sf_decision d = {};
+	decide(&sub, &d, 1);
+	return d.verdict == SF_V_DENY ? SK_DROP : SK_PASS;
 }

@@ -55,7 +55,11 @@ struct sf_event {
 	__u8 remote_addr[16];
 	char comm[SF_COMM_LEN];
 	__u32 exe_len;         /* bytes used in exe (no NUL); 0 = unknown */
-	__u32 _pad;
+	__u8 verdict;          /* enum sf_verdict */
+	__u8 policy_slot;      /* which loaded policy decided (enforce) */
+	__u16 _pad;
+	__u32 rule;            /* index of the deciding rule + 1; 0 = the default */
+	__u32 _pad2;
 	char exe[SF_EXE_LEN];
 };
 
@@ -68,14 +72,130 @@ struct sf_owner {
 	__u32 uid;
 	char comm[SF_COMM_LEN];
 	__u32 active;          /* TCP: this side sent the SYN (counts in bytes_acked) */
-	__u32 _pad;
+	/* enforce: a decision taken in one hook, reported by a later one
+	 * (bind -> post_bind, connect -> TCP_CONNECT_CB) */
+	__u8 pending;
+	__u8 verdict;
+	__u8 slot;
+	__u8 udp_next;         /* next slot in udp_dst to overwrite */
+	__u32 rule;
+	/* enforce: the last UDP destinations sendmsg reported, to report a
+	 * send only when it goes somewhere new */
+	struct {
+		__u8 addr[16];
+		__u16 port;
+		__u16 _pad;
+	} udp_dst[4];
 };
 
 /* The resolved executable of a process, filled at exec and copied at fork. */
 struct sf_exe {
 	__u32 len;             /* 0 = unknown */
 	__u32 truncated;
+	__u64 hash;            /* FNV-1a 64 of path[0..len], for policy lookups */
 	char path[SF_EXE_LEN];
+};
+
+/* What was decided. SF_V_NONE: no policy is loaded (watch). */
+enum sf_verdict {
+	SF_V_NONE = 0,
+	SF_V_ALLOW = 1,
+	SF_V_DENY = 2,
+	SF_V_AUDIT = 3,
+};
+
+/* ---- policy (enforce) ----------------------------------------------------
+ * Rules are numbered in file order. For each dimension of a request (kind,
+ * addresses, ports, exe, comm, uid, cgroup) a lookup gives the id of a
+ * bitmap of the rules that dimension allows; the first rule set in all of
+ * them decides. A two-level bitmap (summary bit = word non-zero) keeps a
+ * request that matches no rule cheap whatever the rule count. Every key has
+ * a slot: a new policy is written to the idle slot, then one write to
+ * pol_active switches over, so some whole policy is always in force. */
+#define SF_MAX_RULES 16384
+#define SF_WORDS (SF_MAX_RULES / 64)
+#define SF_SUMMARY (SF_WORDS / 64)
+
+enum sf_dim {
+	SF_DIM_KIND = 0,       /* operation x protocol x family */
+	SF_DIM_LOCAL_IP = 1,
+	SF_DIM_REMOTE_IP = 2,
+	SF_DIM_LOCAL_PORT = 3,
+	SF_DIM_REMOTE_PORT = 4,
+	SF_DIM_EXE = 5,
+	SF_DIM_COMM = 6,
+	SF_DIM_UID = 7,
+	SF_DIM_CGROUP = 8,
+	SF_DIMS = 9,
+};
+
+/* Operations, as the policy numbers them. */
+enum sf_op {
+	SF_OP_BIND = 0,
+	SF_OP_LISTEN = 1,
+	SF_OP_CONNECT = 2,
+	SF_OP_ACCEPT = 3,
+};
+
+struct sf_bitmap {
+	__u64 summary[SF_SUMMARY];
+	__u64 words[SF_WORDS];
+};
+
+struct sf_bitmap_key {
+	__u32 slot;
+	__u32 id;
+};
+
+/* Per slot. */
+struct sf_policy_meta {
+	__u32 words;           /* words in use (rules / 64, rounded up) */
+	__u32 rules;
+	__u32 default_verdict; /* enum sf_verdict */
+	__u32 dims_used;       /* bit per sf_dim that some rule constrains */
+	__u32 wild[SF_DIMS];   /* bitmap id when the value is unknown or unlisted */
+	__u32 _pad;
+};
+
+/* LPM key: 8 bits slot, 8 bits family tag (4 or 6), 128 bits address (IPv4
+ * as ::ffff:a.b.c.d). */
+struct sf_ip_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 tag;
+	__u8 addr[16];
+};
+
+struct sf_exe_key {
+	__u32 slot;
+	__u32 _pad;
+	__u64 hash;
+};
+
+struct sf_exe_value {
+	__u32 id;
+	__u32 len;
+	char path[SF_EXE_LEN];
+};
+
+struct sf_comm_key {
+	__u32 slot;
+	char comm[SF_COMM_LEN];
+};
+
+struct sf_u64_key {
+	__u32 slot;
+	__u32 _pad;
+	__u64 value;           /* uid, or cgroup id */
+};
+
+/* A listener refused by policy: incoming connections to it are refused in
+ * socket lookup until user space has destroyed it. Address normalized to
+ * IPv6 (IPv4 as ::ffff:a.b.c.d). */
+struct sf_listen_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 _pad;
 };
 
 /* Indexes of the per-CPU counters array. */

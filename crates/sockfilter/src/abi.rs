@@ -34,6 +34,26 @@ pub mod flags {
     pub const DURATION_UNKNOWN: u32 = 1 << 3;
 }
 
+/// `sf_event.verdict`
+pub mod verdict {
+    /// No policy is loaded.
+    pub const NONE: u8 = 0;
+    /// Allowed by a rule or the default.
+    pub const ALLOW: u8 = 1;
+    /// Refused.
+    pub const DENY: u8 = 2;
+    /// Allowed and reported.
+    pub const AUDIT: u8 = 3;
+}
+
+/// FNV-1a 64 of an executable path: the kernel computes the same at exec
+/// (bpf/sockfilter.bpf.c, `resolve_path`) to look paths up in the policy.
+pub fn exe_hash(path: &[u8]) -> u64 {
+    path.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Index of the lost-events counter in the `counters` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
 
@@ -83,8 +103,16 @@ pub struct SfEvent {
     pub comm: [u8; COMM_LEN],
     /// Bytes used in `exe`; 0 = unknown.
     pub exe_len: u32,
+    /// One of [`verdict`].
+    pub verdict: u8,
+    /// Which loaded policy decided (enforce).
+    pub policy_slot: u8,
     /// Padding.
-    pub _pad: u32,
+    pub _pad: u16,
+    /// Index of the deciding rule + 1; 0 = the policy's default.
+    pub rule: u32,
+    /// Padding.
+    pub _pad2: u32,
     /// Executable path (not NUL-terminated; `exe_len` bytes).
     pub exe: [u8; EXE_LEN],
 }
@@ -97,6 +125,8 @@ pub struct SfExe {
     pub len: u32,
     /// Non-zero if the path did not fit.
     pub truncated: u32,
+    /// [`exe_hash`] of the path, for policy lookups.
+    pub hash: u64,
     /// The path (not NUL-terminated).
     pub path: [u8; EXE_LEN],
 }

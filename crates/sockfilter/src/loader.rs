@@ -328,13 +328,16 @@ fn seed_executables(bpf: &mut Ebpf) {
         let mut x = SfExe {
             len: 0,
             truncated: 0,
+            hash: 0,
             path: [0; EXE_LEN],
         };
-        if bytes.len() > EXE_LEN {
+        // The kernel keeps at most EXE_LEN - 1 bytes (resolve_path).
+        if bytes.len() >= EXE_LEN {
             x.truncated = 1;
         } else {
             x.len = bytes.len() as u32;
             x.path[..bytes.len()].copy_from_slice(bytes);
+            x.hash = crate::abi::exe_hash(bytes);
         }
         // BPF_NOEXIST: an exec seen by the kernel since attach is newer.
         let _ = m.insert(pid, x, 1 /* BPF_NOEXIST */);

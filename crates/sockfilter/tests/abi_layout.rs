@@ -43,7 +43,7 @@ fn rust_mirror_matches_the_c_header() {
         exe_len,
         exe
     );
-    rust.extend(fields!(SfExe, "sf_exe", len, truncated, path));
+    rust.extend(fields!(SfExe, "sf_exe", len, truncated, hash, path));
 
     let dir = std::env::temp_dir().join(format!("sf-abi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
