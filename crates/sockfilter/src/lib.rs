@@ -12,8 +12,10 @@ pub mod abi;
 pub mod cgroup;
 pub mod decode;
 pub mod diag;
+pub mod filter;
 pub mod loader;
 pub mod procfs;
+pub mod session;
 pub mod supervise;
 pub mod watch;
 
