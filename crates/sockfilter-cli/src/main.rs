@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod flows;
+mod listeners;
 mod supervise;
 mod text;
 mod watch;
@@ -27,6 +29,10 @@ enum Command {
     Check(check::Args),
     /// Run a program with its socket calls held until sockfilter decides.
     Supervise(supervise::Args),
+    /// List TCP listeners and bound, unconnected UDP sockets with their processes.
+    Listeners(listeners::Args),
+    /// List the current flows: listeners, connections, UDP sockets.
+    Flows(flows::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Check(args) => check::run(args),
         Command::Supervise(args) => supervise::run(args),
+        Command::Listeners(args) => listeners::run(args),
+        Command::Flows(args) => flows::run(args),
     };
     match result {
         Ok(code) => code,

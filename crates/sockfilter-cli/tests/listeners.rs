@@ -1,0 +1,342 @@
+//! `sockfilter listeners` against real servers — python3 http.server,
+//! socat, a forking server, an SO_REUSEPORT pair, UDP servers — in the
+//! test's own cgroup and network namespace, compared with what `ss` reports
+//! for the same ports.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// (proto, port, pid, cookie) as `ss -l?npeH` shows them, for `ports` only.
+fn ss_rows(
+    ns: &TestNetns,
+    flags: &str,
+    proto: &str,
+    ports: &[u16],
+) -> BTreeSet<(String, u16, u32, u64)> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ss", flags])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss {flags} failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut rows = BTreeSet::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let Some(port) = cols
+            .get(3)
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        if !ports.contains(&port) {
+            continue;
+        }
+        let cookie = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sk:"))
+            .map(|h| u64::from_str_radix(h, 16).unwrap())
+            .unwrap_or_else(|| panic!("no sk: in {line:?}"));
+        for part in line.split("pid=").skip(1) {
+            let pid: u32 = part.split(',').next().unwrap().parse().unwrap();
+            rows.insert((proto.to_string(), port, pid, cookie));
+        }
+    }
+    rows
+}
+
+fn listeners_json() -> Vec<Value> {
+    let out = Command::new(sockfilter())
+        .args(["listeners", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "listeners failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    v.as_array().expect("a JSON array").clone()
+}
+
+/// Waits (bounded) until `ss` in the namespace lists `n` sockets for `port`.
+fn wait_ss(ns: &TestNetns, flags: &str, port: u16, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "ss",
+                flags,
+                &format!("sport = :{port}"),
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout).lines().count();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {port} not listening within {WAIT:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn in_netns(ns: &TestNetns, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.name, program]).args(args);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    c
+}
+
+fn readlink_exe(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn listeners_match_ss_for_real_servers() {
+    let cg = TestCgroup::new("listeners");
+    let ns = TestNetns::new("listeners");
+
+    // python3 -m http.server on a kernel-chosen port (dual stack).
+    let (http, line, _o1) = spawn_ready(
+        &cg,
+        in_netns(&ns, "python3", &["-u", "-m", "http.server", "0"]),
+    );
+    let http_port: u16 = line
+        .split("port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+
+    // socat, TCP (forking) and UDP; the namespace is fresh, so fixed ports are free.
+    let (socat_tcp_port, socat_udp_port) = (18081u16, 18082u16);
+    let mut c = in_netns(
+        &ns,
+        "socat",
+        &[
+            &format!("TCP-LISTEN:{socat_tcp_port},fork,reuseaddr"),
+            "EXEC:/bin/cat",
+        ],
+    );
+    cg.enter(&mut c);
+    let socat_tcp = Proc(c.spawn().unwrap());
+    let mut c = in_netns(
+        &ns,
+        "socat",
+        &[
+            "-u",
+            &format!("UDP-RECV:{socat_udp_port}"),
+            "OPEN:/dev/null",
+        ],
+    );
+    cg.enter(&mut c);
+    let socat_udp = Proc(c.spawn().unwrap());
+
+    // A forking server: the listener is shared by the parent and two children.
+    let (fork, line, _o2) = spawn_ready(
+        &cg,
+        in_netns(
+            &ns,
+            "python3",
+            &[
+                "-u",
+                "-c",
+                r#"
+import os, socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.readline(); os._exit(0)
+    kids.append(pid)
+print(s.getsockname()[1], *kids)
+sys.stdin.readline()
+"#,
+            ],
+        ),
+    );
+    let nums: Vec<u32> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let fork_port = nums[0] as u16;
+    let fork_pids: BTreeSet<u32> = [fork.pid(), nums[1], nums[2]].into();
+
+    // An SO_REUSEPORT pair: two processes, two sockets, one port.
+    let reuse = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen()
+print(s.getsockname()[1])
+sys.stdin.readline()
+"#;
+    let (reuse1, line, _o3) = spawn_ready(&cg, in_netns(&ns, "python3", &["-u", "-c", reuse, "0"]));
+    let reuse_port: u16 = line.parse().unwrap();
+    let (reuse2, _, _o4) = spawn_ready(
+        &cg,
+        in_netns(
+            &ns,
+            "python3",
+            &["-u", "-c", reuse, &reuse_port.to_string()],
+        ),
+    );
+
+    // A UDP server.
+    let (udp, line, _o5) = spawn_ready(
+        &cg,
+        in_netns(
+            &ns,
+            "python3",
+            &[
+                "-u",
+                "-c",
+                r#"
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 0))
+print(u.getsockname()[1])
+sys.stdin.readline()
+"#,
+            ],
+        ),
+    );
+    let udp_port: u16 = line.parse().unwrap();
+
+    wait_ss(&ns, "-ltnH", socat_tcp_port, 1);
+    wait_ss(&ns, "-lunH", socat_udp_port, 1);
+
+    let tcp_ports = [http_port, socat_tcp_port, fork_port, reuse_port];
+    let udp_ports = [socat_udp_port, udp_port];
+    let mut want = ss_rows(&ns, "-ltnpeH", "tcp", &tcp_ports);
+    want.extend(ss_rows(&ns, "-lunpeH", "udp", &udp_ports));
+
+    let netns = ns.inode();
+    let all = listeners_json();
+    let ours: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["netns"] == netns)
+        .filter(|v| {
+            let port = port_of(v, "local") as u16;
+            match v["proto"].as_str() {
+                Some("tcp") => tcp_ports.contains(&port),
+                Some("udp") => udp_ports.contains(&port),
+                _ => false,
+            }
+        })
+        .collect();
+    let got: BTreeSet<(String, u16, u32, u64)> = ours
+        .iter()
+        .map(|v| {
+            (
+                v["proto"].as_str().unwrap().to_string(),
+                port_of(v, "local") as u16,
+                v["pid"].as_u64().unwrap() as u32,
+                v["socket"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), ours.len(), "one row per (socket, owner)");
+    assert_eq!(
+        got, want,
+        "listeners --json vs ss (proto, port, pid, cookie)"
+    );
+
+    // Who is expected where, independently of ss.
+    let pids_on =
+        |port: u16| -> BTreeSet<u32> { got.iter().filter(|r| r.1 == port).map(|r| r.2).collect() };
+    assert_eq!(pids_on(http_port), [http.pid()].into());
+    assert_eq!(pids_on(socat_tcp_port), [socat_tcp.pid()].into());
+    assert_eq!(pids_on(socat_udp_port), [socat_udp.pid()].into());
+    assert_eq!(
+        pids_on(fork_port),
+        fork_pids,
+        "every process sharing the listener"
+    );
+    assert_eq!(pids_on(reuse_port), [reuse1.pid(), reuse2.pid()].into());
+    assert_eq!(pids_on(udp_port), [udp.pid()].into());
+    let cookies =
+        |port: u16| -> BTreeSet<u64> { got.iter().filter(|r| r.1 == port).map(|r| r.3).collect() };
+    assert_eq!(cookies(fork_port).len(), 1, "one shared socket");
+    assert_eq!(cookies(reuse_port).len(), 2, "two SO_REUSEPORT sockets");
+
+    for v in ours {
+        let pid = v["pid"].as_u64().unwrap() as u32;
+        let udp = v["proto"] == "udp";
+        assert_eq!(v["event"], if udp { "bind" } else { "listen" }, "{v}");
+        assert_eq!(v["exe"], readlink_exe(pid), "{v}");
+        assert_eq!(
+            v["comm"],
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap()
+                .trim(),
+            "{v}"
+        );
+        assert_eq!(v["cgroup"], cg.name(), "{v}");
+        assert_eq!(v["uid"], 0, "{v}");
+        assert_eq!(v["existing"], true, "{v}");
+        assert_eq!(v["remote"], Value::Null, "{v}");
+        assert_eq!(v["verdict"], "allow", "{v}");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let http_row = all
+        .iter()
+        .find(|v| port_of(v, "local") as u16 == http_port && v["netns"] == netns)
+        .unwrap();
+    assert_eq!(http_row["exe"], python_exe());
+    assert!(
+        ["0.0.0.0", "::"].contains(&http_row["local"]["ip"].as_str().unwrap()),
+        "{http_row}"
+    );
+}
+
+#[test]
+fn default_output_is_an_aligned_table() {
+    let cg = TestCgroup::new("listeners-table");
+    let (p, line, _o) = python(
+        &cg,
+        r#"
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1])
+sys.stdin.readline()
+"#,
+    );
+    let out = Command::new(sockfilter())
+        .arg("listeners")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("PROTO"), "{header}");
+    let col = header.find("PID").unwrap();
+    let row = lines
+        .find(|l| l.contains(&format!("127.0.0.1:{line} ")))
+        .unwrap_or_else(|| panic!("no row for port {line}:\n{text}"));
+    assert!(row.starts_with("tcp4"), "{row}");
+    assert_eq!(
+        row[col..].split_whitespace().next(),
+        Some(p.pid().to_string().as_str()),
+        "the PID column lines up with its header:\n{header}\n{row}"
+    );
+    assert!(row.contains(&python_exe()), "{row}");
+}
