@@ -47,7 +47,7 @@ pub fn current_flows(cgroup: Option<&std::path::Path>) -> anyhow::Result<Vec<Flo
     let subtree = cgroup.map(cgroup_name).transpose()?;
     let mut table = FlowTable::new();
     for e in sockfilter::watch::existing_events(subtree.as_deref()) {
-        table.apply(&e);
+        let _ = table.apply(&e);
     }
     Ok(table.sorted().into_iter().cloned().collect())
 }

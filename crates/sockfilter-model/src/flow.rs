@@ -3,7 +3,7 @@
 //! `NEFilterSocketFlow`.
 //!
 //! A [`FlowTable`] is fed every [`Event`] with [`FlowTable::apply`]; each
-//! call returns what changed (a [`FlowUpdate`]) so callers can react to new
+//! call returns what changed (zero or more [`FlowUpdate`]s) so callers can react to new
 //! and closed flows. Closed flows are returned once and released at once, so
 //! the table holds only live sockets: a watcher running for days uses memory
 //! in proportion to the sockets open now, not to the sockets ever seen.
@@ -193,7 +193,7 @@ impl Flow {
     ///     details: Details::default(),
     /// };
     /// let mut table = FlowTable::new();
-    /// let v = table.apply(&listen).unwrap().flow.to_json();
+    /// let v = table.apply(&listen).pop().unwrap().flow.to_json();
     /// assert_eq!(v["direction"], "inbound");
     /// assert_eq!(v["state"], "listening");
     /// assert!(v["remote"].is_null());
@@ -237,7 +237,7 @@ pub enum Change {
     Closed,
 }
 
-/// The result of [`FlowTable::apply`]: what changed and the flow as it is now.
+/// One change made by [`FlowTable::apply`]: what changed and the flow as it is now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowUpdate {
     /// What happened.
@@ -359,7 +359,7 @@ impl FlowTable {
         }
     }
 
-    fn open(&mut self, flow: Flow) -> Option<FlowUpdate> {
+    fn open(&mut self, flow: Flow) -> Vec<FlowUpdate> {
         if flow.state == FlowState::Connecting {
             if let Some(remote) = flow.remote {
                 self.connecting
@@ -367,15 +367,18 @@ impl FlowTable {
             }
         }
         self.flows.insert(flow.id, flow.clone());
-        Some(FlowUpdate {
+        vec![FlowUpdate {
             change: Change::Opened,
             flow,
-        })
+        }]
     }
 
-    /// Feeds one event. Returns what it changed, or None when the event does
-    /// not change the table (a TCP `bind`, a repeated event, the `close` of
-    /// a socket the table never saw).
+    /// Feeds one event. Returns what it changed, in order: nothing when the
+    /// event does not change the table (a TCP `bind`, a repeated event, the
+    /// `close` of a socket the table never saw); one update for the event's
+    /// own socket; and for an `accept` whose other end is an outbound flow
+    /// still `Connecting`, first that flow's `Changed` (now `Established`),
+    /// then the accepted flow's `Opened`.
     ///
     /// ```
     /// use sockfilter_model::event::*;
@@ -398,19 +401,19 @@ impl FlowTable {
     ///     details: Details { bytes_sent: Some(5), bytes_received: Some(9), ..Default::default() },
     /// };
     /// let mut t = FlowTable::new();
-    /// let opened = t.apply(&ev(EventKind::Accept, 2, Some(ep(40000)))).unwrap();
+    /// let opened = t.apply(&ev(EventKind::Accept, 2, Some(ep(40000)))).pop().unwrap();
     /// assert_eq!((opened.change, opened.flow.state), (Change::Opened, FlowState::Established));
-    /// let closed = t.apply(&ev(EventKind::Close, 2, Some(ep(40000)))).unwrap();
+    /// let closed = t.apply(&ev(EventKind::Close, 2, Some(ep(40000)))).pop().unwrap();
     /// assert_eq!(closed.change, Change::Closed);
     /// assert_eq!(closed.flow.bytes_sent, Some(5));
     /// assert!(t.is_empty(), "closed flows are released once reported");
     /// ```
-    pub fn apply(&mut self, e: &Event) -> Option<FlowUpdate> {
+    pub fn apply(&mut self, e: &Event) -> Vec<FlowUpdate> {
         match (e.kind, e.proto) {
-            (EventKind::Bind, Proto::Tcp) => None,
+            (EventKind::Bind, Proto::Tcp) => Vec::new(),
             (EventKind::Bind, Proto::Udp) => {
                 if self.flows.contains_key(&e.socket) {
-                    return None;
+                    return Vec::new();
                 }
                 let mut f = Flow::from_event(e, Direction::Inbound, FlowState::Listening);
                 f.remote = None;
@@ -422,7 +425,7 @@ impl FlowTable {
                     .get(&e.socket)
                     .is_some_and(|f| f.state == FlowState::Listening)
                 {
-                    return None;
+                    return Vec::new();
                 }
                 let mut f = Flow::from_event(e, Direction::Inbound, FlowState::Listening);
                 f.remote = None;
@@ -430,21 +433,26 @@ impl FlowTable {
             }
             (EventKind::Accept, _) => {
                 if self.flows.contains_key(&e.socket) {
-                    return None;
+                    return Vec::new();
                 }
                 let f = Flow::from_event(e, Direction::Inbound, FlowState::Established);
                 // The other end of a connection between two watched
                 // processes: its connect() has completed.
+                let mut updates = Vec::new();
                 if let Some(remote) = e.remote {
                     let key = (e.netns, canon(remote), canon(e.local));
-                    if let Some(&peer) = self.connecting.get(&key) {
-                        self.connecting.remove(&key);
+                    if let Some(peer) = self.connecting.remove(&key) {
                         if let Some(p) = self.flows.get_mut(&peer) {
                             p.state = FlowState::Established;
+                            updates.push(FlowUpdate {
+                                change: Change::Changed,
+                                flow: p.clone(),
+                            });
                         }
                     }
                 }
-                self.open(f)
+                updates.extend(self.open(f));
+                updates
             }
             (EventKind::Connect, proto) => {
                 let state = if proto == Proto::Tcp && !e.existing {
@@ -462,17 +470,19 @@ impl FlowTable {
                         if e.owner.is_some() {
                             f.owner = e.owner.clone();
                         }
-                        Some(FlowUpdate {
+                        vec![FlowUpdate {
                             change: Change::Changed,
                             flow: f.clone(),
-                        })
+                        }]
                     }
-                    Some(_) => None,
+                    Some(_) => Vec::new(),
                     None => self.open(Flow::from_event(e, Direction::Outbound, state)),
                 }
             }
             (EventKind::Close, _) => {
-                let mut f = self.remove(e.socket)?;
+                let Some(mut f) = self.remove(e.socket) else {
+                    return Vec::new();
+                };
                 f.state = FlowState::Closed;
                 f.ended = Some(e.time);
                 f.bytes_sent = e.details.bytes_sent;
@@ -484,10 +494,10 @@ impl FlowTable {
                 if f.local.ip.is_unspecified() && !e.local.ip.is_unspecified() {
                     f.local = with_ip(f.local, e.local.ip);
                 }
-                Some(FlowUpdate {
+                vec![FlowUpdate {
                     change: Change::Closed,
                     flow: f,
-                })
+                }]
             }
         }
     }
@@ -550,12 +560,12 @@ mod tests {
     #[test]
     fn tcp_connection_between_two_watched_processes() {
         let mut t = FlowTable::new();
-        assert_eq!(
-            t.apply(&ev(EventKind::Bind, Proto::Tcp, 1, v4(80), None)),
-            None
-        );
+        assert!(t
+            .apply(&ev(EventKind::Bind, Proto::Tcp, 1, v4(80), None))
+            .is_empty());
         let l = t
             .apply(&ev(EventKind::Listen, Proto::Tcp, 1, v4(80), None))
+            .pop()
             .unwrap();
         assert_eq!(l.change, Change::Opened);
         assert_eq!(
@@ -570,6 +580,7 @@ mod tests {
                 v4(40000),
                 Some(v4(80)),
             ))
+            .pop()
             .unwrap();
         assert_eq!(
             (c.change, c.flow.direction, c.flow.state),
@@ -577,7 +588,14 @@ mod tests {
         );
         let mut acc = ev(EventKind::Accept, Proto::Tcp, 3, v4(80), Some(v4(40000)));
         acc.details.listener = Some(1);
-        let a = t.apply(&acc).unwrap();
+        let mut ups = t.apply(&acc);
+        assert_eq!(ups.len(), 2, "the connect's promotion, then the accept");
+        assert_eq!(
+            (ups[0].change, ups[0].flow.id, ups[0].flow.state),
+            (Change::Changed, 2, FlowState::Established)
+        );
+        let a = ups.pop().unwrap();
+        assert_eq!((a.change, a.flow.id), (Change::Opened, 3));
         assert_eq!(a.flow.listener, Some(1));
         assert_eq!(a.flow.state, FlowState::Established);
         assert_eq!(
@@ -586,7 +604,10 @@ mod tests {
             "the accept proves the handshake completed"
         );
         assert_eq!(t.len(), 3);
-        let cc = t.apply(&close(2, v4(40000), Some(v4(80)), 100, 7)).unwrap();
+        let cc = t
+            .apply(&close(2, v4(40000), Some(v4(80)), 100, 7))
+            .pop()
+            .unwrap();
         assert_eq!(cc.change, Change::Closed);
         assert_eq!(
             (cc.flow.bytes_sent, cc.flow.bytes_received),
@@ -597,13 +618,14 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1000))
         );
         assert_eq!(cc.flow.age(SystemTime::now()), Duration::from_secs(998));
-        t.apply(&close(3, v4(80), Some(v4(40000)), 7, 100)).unwrap();
-        t.apply(&close(1, v4(80), None, 0, 0)).unwrap();
+        t.apply(&close(3, v4(80), Some(v4(40000)), 7, 100))
+            .pop()
+            .unwrap();
+        t.apply(&close(1, v4(80), None, 0, 0)).pop().unwrap();
         assert!(t.is_empty());
         assert!(t.connecting.is_empty());
-        assert_eq!(
-            t.apply(&close(1, v4(80), None, 0, 0)),
-            None,
+        assert!(
+            t.apply(&close(1, v4(80), None, 0, 0)).is_empty(),
             "reported once"
         );
     }
@@ -654,6 +676,7 @@ mod tests {
         let mut t = FlowTable::new();
         let b = t
             .apply(&ev(EventKind::Bind, Proto::Udp, 5, v4(53), None))
+            .pop()
             .unwrap();
         assert_eq!(
             (b.flow.direction, b.flow.state, b.flow.remote),
@@ -667,6 +690,7 @@ mod tests {
                 v4(53),
                 Some(v4(9999)),
             ))
+            .pop()
             .unwrap();
         assert_eq!(c.change, Change::Changed);
         assert_eq!(
@@ -675,7 +699,7 @@ mod tests {
         );
         let mut cl = ev(EventKind::Close, Proto::Udp, 5, v4(53), Some(v4(9999)));
         cl.details = Details::default();
-        let cl = t.apply(&cl).unwrap();
+        let cl = t.apply(&cl).pop().unwrap();
         assert_eq!((cl.flow.bytes_sent, cl.flow.bytes_received), (None, None));
         assert!(t.is_empty());
     }
@@ -691,6 +715,7 @@ mod tests {
                 v4(5000),
                 Some(v4(53)),
             ))
+            .pop()
             .unwrap();
         assert_eq!(
             (c.change, c.flow.direction, c.flow.state),
@@ -703,13 +728,13 @@ mod tests {
         let mut t = FlowTable::new();
         let mut e = ev(EventKind::Connect, Proto::Tcp, 2, v4(40000), Some(v4(80)));
         e.existing = true;
-        let c = t.apply(&e).unwrap();
+        let c = t.apply(&e).pop().unwrap();
         assert!(c.flow.existing);
         assert_eq!(c.flow.state, FlowState::Established);
-        assert_eq!(t.apply(&e), None);
+        assert!(t.apply(&e).is_empty());
         let l = ev(EventKind::Listen, Proto::Tcp, 1, v4(80), None);
-        t.apply(&l).unwrap();
-        assert_eq!(t.apply(&l), None);
+        t.apply(&l).pop().unwrap();
+        assert!(t.apply(&l).is_empty());
     }
 
     #[test]
@@ -786,7 +811,7 @@ mod tests {
         let mut t = FlowTable::new();
         let mut acc = ev(EventKind::Accept, Proto::Tcp, 3, v4(80), Some(v4(4000)));
         acc.details.listener = Some(1);
-        let v = t.apply(&acc).unwrap().flow.to_json();
+        let v = t.apply(&acc).pop().unwrap().flow.to_json();
         for f in [
             "id",
             "direction",

@@ -244,17 +244,16 @@ impl EventStream {
                 EventKind::Close => filter.on_close(e),
             }
         }
-        let Some(update) = table.apply(e) else {
-            return;
-        };
-        if update.change == Change::Opened
-            && filter.handle_new_flow(&update.flow) == FlowVerdict::Drop
-        {
-            let result = destroy(&DestroyTarget::from(&update.flow));
-            let latency = SystemTime::now().duration_since(e.time).unwrap_or_default();
-            filter.on_drop(&update.flow, &DropOutcome { result, latency });
+        for update in table.apply(e) {
+            if update.change == Change::Opened
+                && filter.handle_new_flow(&update.flow) == FlowVerdict::Drop
+            {
+                let result = destroy(&DestroyTarget::from(&update.flow));
+                let latency = SystemTime::now().duration_since(e.time).unwrap_or_default();
+                filter.on_drop(&update.flow, &DropOutcome { result, latency });
+            }
+            filter.on_flow_update(&update);
         }
-        filter.on_flow_update(&update);
     }
 }
 
