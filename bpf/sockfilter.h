@@ -164,6 +164,7 @@ struct sf_ip_key {
 	__u8 slot;
 	__u8 tag;
 	__u8 addr[16];
+	__u8 _pad[2];          /* explicit: the Rust mirror is packed */
 };
 
 struct sf_exe_key {

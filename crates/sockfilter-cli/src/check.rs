@@ -1,6 +1,7 @@
 //! `sockfilter check POLICY`: validate a policy file without loading anything
 //! into the kernel.
 use sockfilter_model::policy::Policy;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Arguments of `sockfilter check`.
@@ -8,13 +9,35 @@ use std::process::ExitCode;
 pub struct Args {
     /// The policy file to validate.
     pub policy: std::path::PathBuf,
+    /// Check for `sockfilter supervise` only: allow rules that the kernel
+    /// hooks of `sockfilter enforce` cannot enforce (e.g. exe on accept).
+    #[arg(long)]
+    pub supervise: bool,
+}
+
+/// Loads a policy and, unless `supervise_only`, checks that every rule can
+/// be enforced by the kernel as written. Errors are `FILE:LINE:COLUMN:
+/// message` lines.
+pub fn load(path: &Path, supervise_only: bool) -> Result<Policy, Vec<String>> {
+    let policy = Policy::load(path).map_err(|e| vec![e.to_string()])?;
+    if supervise_only {
+        return Ok(policy);
+    }
+    let problems = sockfilter::enforce::compile::unenforceable(&policy);
+    if problems.is_empty() {
+        return Ok(policy);
+    }
+    Err(problems
+        .into_iter()
+        .map(|(i, msg)| format!("{}:{}:1: {msg}", path.display(), policy.rules[i].line))
+        .collect())
 }
 
 /// Prints `POLICY: ok (N rules, default ACTION)` and exits 0 when the policy is
 /// valid; otherwise prints `FILE:LINE:COLUMN: message` (or why the file could
 /// not be read) on stderr and exits 1.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match Policy::load(&args.policy) {
+    match load(&args.policy, args.supervise) {
         Ok(policy) => {
             println!(
                 "{}: ok ({} rules, default {})",
@@ -24,8 +47,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(err) => {
-            eprintln!("{err}");
+        Err(lines) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
             Ok(ExitCode::from(1))
         }
     }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod enforce;
 mod flows;
 mod listeners;
 mod supervise;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Print every socket's bind, listen, connect, accept and close as it happens.
     Watch(watch::Args),
+    /// Enforce a policy in the kernel, streaming events like watch.
+    Enforce(enforce::Args),
     /// Validate a policy file.
     Check(check::Args),
     /// Run a program with its socket calls held until sockfilter decides.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Watch(args) => watch::run(args),
+        Command::Enforce(args) => enforce::run(args),
         Command::Check(args) => check::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Listeners(args) => listeners::run(args),

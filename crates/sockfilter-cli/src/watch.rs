@@ -1,4 +1,6 @@
-//! `sockfilter watch`: every socket event on the host, as it happens.
+//! `sockfilter watch`: every socket event on the host, as it happens. The
+//! event loop here is shared with `sockfilter enforce`, which adds its work
+//! through [`Extra`].
 
 use anyhow::Context;
 use sockfilter::watch::{Item, WatchOptions, Watcher};
@@ -7,10 +9,11 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Arguments of `sockfilter watch`.
+/// What to print, shared by watch and enforce.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct Output {
     /// Print one JSON object per event (the contract in README.md).
     #[arg(long)]
     pub json: bool,
@@ -34,7 +37,14 @@ pub struct Args {
     pub no_existing: bool,
 }
 
-impl Args {
+/// Arguments of `sockfilter watch`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub output: Output,
+}
+
+impl Output {
     fn wants(&self, e: &Event) -> bool {
         let owner = e.owner.as_ref();
         (self.events.is_empty() || self.events.contains(&e.kind))
@@ -44,50 +54,101 @@ impl Args {
                 || self.port.contains(&e.local.port)
                 || e.remote.is_some_and(|r| self.port.contains(&r.port)))
     }
+
+    /// Checks the arguments and starts the watcher (with the enforcement
+    /// hooks when `enforce`).
+    pub fn start(&self, enforce: bool) -> anyhow::Result<Watcher> {
+        if let Some(c) = &self.cgroup {
+            anyhow::ensure!(
+                c.is_dir(),
+                "--cgroup {}: not a directory of the cgroup v2 hierarchy",
+                c.display()
+            );
+        }
+        Ok(Watcher::start_with(
+            WatchOptions {
+                cgroup: self.cgroup.clone(),
+                existing: !self.no_existing,
+            },
+            enforce,
+        )?)
+    }
+
+    /// "every process (cgroup /sys/fs/cgroup)" or "processes in cgroup X".
+    pub fn scope(&self, w: &Watcher) -> String {
+        match &self.cgroup {
+            Some(c) => format!("processes in cgroup {}", c.display()),
+            None => format!(
+                "every process (cgroup {})",
+                w.probe().cgroup_path().display()
+            ),
+        }
+    }
 }
+
+/// What enforce adds to the loop.
+pub trait Extra {
+    /// Called for every event, before it is printed.
+    fn on_event(&mut self, _w: &mut Watcher, _e: &Event) {}
+    /// Called about every [`TICK`].
+    fn on_tick(&mut self, _w: &mut Watcher) {}
+    /// Called on SIGHUP.
+    fn on_hangup(&mut self, _w: &mut Watcher) {}
+    /// Extra lines for the exit summary, taken before detaching.
+    fn summary(&mut self, _w: &Watcher) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+struct NoExtra;
+impl Extra for NoExtra {}
+
+/// How often [`Extra::on_tick`] runs.
+pub const TICK: Duration = Duration::from_millis(200);
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(c) = &args.cgroup {
-        anyhow::ensure!(
-            c.is_dir(),
-            "--cgroup {}: not a directory of the cgroup v2 hierarchy",
-            c.display()
+    runtime()?.block_on(async {
+        let watcher = args.output.start(false)?;
+        eprintln!(
+            "sockfilter: watching bind, listen, connect, accept and close of {}; Ctrl-C to stop",
+            args.output.scope(&watcher)
         );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(watch(args))
+        event_loop(watcher, &args.output, &mut NoExtra).await
+    })
 }
 
-async fn watch(args: Args) -> anyhow::Result<ExitCode> {
+/// A single-threaded tokio runtime: one consumer, no contention.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Prints events until SIGINT or SIGTERM, then detaches and prints a
+/// summary on stderr.
+pub async fn event_loop(
+    mut watcher: Watcher,
+    out_args: &Output,
+    extra: &mut dyn Extra,
+) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut watcher = Watcher::start(WatchOptions {
-        cgroup: args.cgroup.clone(),
-        existing: !args.no_existing,
-    })?;
-    let scope = match &args.cgroup {
-        Some(c) => format!("processes in cgroup {}", c.display()),
-        None => format!(
-            "every process (cgroup {})",
-            watcher.probe().cgroup_path().display()
-        ),
-    };
-    eprintln!(
-        "sockfilter: watching bind, listen, connect, accept and close of {scope}; Ctrl-C to stop"
-    );
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let colour = !args.json && std::io::stdout().is_terminal();
+    let colour = !out_args.json && std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
     let mut counts: BTreeMap<EventKind, u64> = BTreeMap::new();
     let mut dropped = 0u64;
-    let signal_name = loop {
+    let stop_reason = loop {
         let item = tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
+            _ = sighup.recv() => { extra.on_hangup(&mut watcher); continue }
+            _ = tick.tick() => { extra.on_tick(&mut watcher); continue }
             item = watcher.next() => item,
         };
         let Some(item) = item else {
@@ -96,18 +157,21 @@ async fn watch(args: Args) -> anyhow::Result<ExitCode> {
         let line = match item {
             Item::Lost(n) => {
                 dropped += n;
-                eprintln!("sockfilter: the kernel dropped {n} events (ring buffer full); {dropped} so far");
-                if !args.json {
+                eprintln!(
+                    "sockfilter: the kernel dropped {n} events (ring buffer full); {dropped} so far"
+                );
+                if !out_args.json {
                     continue;
                 }
                 lost_json(n).to_string()
             }
             Item::Event(e) => {
                 *counts.entry(e.kind).or_default() += 1;
-                if !args.wants(&e) {
+                extra.on_event(&mut watcher, &e);
+                if !out_args.wants(&e) {
                     continue;
                 }
-                if args.json {
+                if out_args.json {
                     e.to_json().to_string()
                 } else {
                     crate::text::event_line(&e, colour)
@@ -119,15 +183,23 @@ async fn watch(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let malformed = watcher.malformed_total();
+    let extra_lines = extra.summary(&watcher);
     drop(watcher); // detaches every program before we say we stopped
     let summary: Vec<String> = EventKind::ALL
         .iter()
         .map(|k| format!("{k} {}", counts.get(k).copied().unwrap_or(0)))
         .collect();
     eprintln!(
-        "sockfilter: stopped ({signal_name}); programs detached; events: {}; dropped by the kernel: {dropped}{}",
+        "sockfilter: stopped ({stop_reason}); programs detached; events: {}; dropped by the kernel: {dropped}{}",
         summary.join(", "),
-        if malformed > 0 { format!("; malformed records: {malformed}") } else { String::new() }
+        if malformed > 0 {
+            format!("; malformed records: {malformed}")
+        } else {
+            String::new()
+        }
     );
+    for l in extra_lines {
+        eprintln!("sockfilter: {l}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -270,9 +270,9 @@ impl Event {
         );
         m.insert("socket".into(), self.socket.into());
         m.insert("existing".into(), self.existing.into());
-        if let Some(rule) = &self.rule {
-            m.insert("rule".into(), rule.clone().into());
-        }
+        // The deciding policy rule's name; null when a default decided or
+        // nothing enforces.
+        m.insert("rule".into(), opt(self.rule.clone()));
         if let Some(netns) = self.netns {
             m.insert("netns".into(), netns.into());
         }

@@ -222,3 +222,142 @@ mod tests {
         }
     }
 }
+
+/// Policy map records (`bpf/sockfilter.h`, the enforce section).
+pub mod policy {
+    use super::{COMM_LEN, EXE_LEN};
+
+    /// `SF_MAX_RULES`
+    pub const MAX_RULES: usize = 16384;
+    /// `SF_WORDS`
+    pub const WORDS: usize = MAX_RULES / 64;
+    /// `SF_SUMMARY`
+    pub const SUMMARY: usize = WORDS / 64;
+    /// `SF_DIMS`
+    pub const DIMS: usize = 9;
+
+    /// `struct sf_bitmap`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfBitmap {
+        /// Bit w set when `words[w]` is non-zero.
+        pub summary: [u64; SUMMARY],
+        /// Bit r set when rule r is allowed.
+        pub words: [u64; WORDS],
+    }
+
+    /// `struct sf_bitmap_key`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfBitmapKey {
+        /// Policy slot.
+        pub slot: u32,
+        /// Bitmap id.
+        pub id: u32,
+    }
+
+    /// `struct sf_policy_meta`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfPolicyMeta {
+        /// Words in use.
+        pub words: u32,
+        /// Rules in the policy.
+        pub rules: u32,
+        /// `enum sf_verdict` of the default.
+        pub default_verdict: u32,
+        /// Bit per dimension some rule constrains.
+        pub dims_used: u32,
+        /// Per dimension, the bitmap for unknown or unlisted values.
+        pub wild: [u32; DIMS],
+        /// Padding.
+        pub _pad: u32,
+    }
+
+    /// The data part of `struct sf_ip_key` (aya adds `prefixlen`).
+    #[repr(C, packed)]
+    #[derive(Clone, Copy)]
+    pub struct SfIpKeyData {
+        /// Policy slot.
+        pub slot: u8,
+        /// 4 or 6.
+        pub tag: u8,
+        /// Address, IPv4 as ::ffff:a.b.c.d.
+        pub addr: [u8; 16],
+        /// Padding (beyond every prefix).
+        pub _pad: [u8; 2],
+    }
+
+    /// `struct sf_exe_key`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfExeKey {
+        /// Policy slot.
+        pub slot: u32,
+        /// Padding.
+        pub _pad: u32,
+        /// `exe_hash` of the path.
+        pub hash: u64,
+    }
+
+    /// `struct sf_exe_value`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfExeValue {
+        /// Bitmap id.
+        pub id: u32,
+        /// Path length.
+        pub len: u32,
+        /// Path, zero-padded (compared whole in the kernel).
+        pub path: [u8; EXE_LEN],
+    }
+
+    /// `struct sf_comm_key`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfCommKey {
+        /// Policy slot.
+        pub slot: u32,
+        /// comm, NUL-padded.
+        pub comm: [u8; COMM_LEN],
+    }
+
+    /// `struct sf_u64_key`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfU64Key {
+        /// Policy slot.
+        pub slot: u32,
+        /// Padding.
+        pub _pad: u32,
+        /// uid or cgroup id.
+        pub value: u64,
+    }
+
+    /// `struct sf_port_table`
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfPortTable {
+        /// Bitmap id of each port.
+        pub id: [u32; 65536],
+    }
+
+    // SAFETY: all plain data; every bit pattern valid.
+    unsafe impl aya::Pod for SfBitmap {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfBitmapKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfPolicyMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfIpKeyData {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfExeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfExeValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfCommKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfU64Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfPortTable {}
+}

@@ -1,10 +1,13 @@
 //! Turning raw ring-buffer records into [`Event`]s: addresses, wall-clock
 //! time, executable and cgroup names.
 
+use crate::abi::verdict;
 use crate::abi::{flags, kind, SfEvent, COMM_LEN, EXE_LEN};
 use crate::cgroup::CgroupNames;
+use crate::enforce::RuleNames;
 use sockfilter_model::event::{Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Decodes records; holds what decoding needs beyond the record itself.
@@ -12,6 +15,7 @@ pub struct Decoder {
     /// Wall-clock nanoseconds minus boot-clock nanoseconds, taken at start.
     boot_to_wall_ns: i128,
     cgroups: CgroupNames,
+    rule_names: Option<Arc<RwLock<RuleNames>>>,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -30,7 +34,13 @@ impl Decoder {
         Decoder {
             boot_to_wall_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
             cgroups: CgroupNames::new(cgroup_root),
+            rule_names: None,
         }
+    }
+
+    /// Names the rules in verdicts (enforce).
+    pub fn set_rule_names(&mut self, names: Arc<RwLock<RuleNames>>) {
+        self.rule_names = Some(names);
     }
 
     /// The wall-clock time of a `bpf_ktime_get_boot_ns()` stamp.
@@ -94,8 +104,16 @@ impl Decoder {
         Event {
             kind: event_kind,
             time: self.wall_time(raw.ts_ns),
-            verdict: Verdict::Allow,
-            rule: None,
+            verdict: match raw.verdict {
+                verdict::DENY => Verdict::Deny,
+                verdict::AUDIT => Verdict::Audit,
+                _ => Verdict::Allow,
+            },
+            rule: self.rule_names.as_ref().and_then(|n| {
+                n.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .name(raw.policy_slot, raw.rule)
+            }),
             owner,
             proto,
             family,

@@ -12,6 +12,7 @@ pub mod abi;
 pub mod cgroup;
 pub mod decode;
 pub mod diag;
+pub mod enforce;
 pub mod filter;
 pub mod loader;
 pub mod procfs;

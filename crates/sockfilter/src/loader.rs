@@ -6,7 +6,9 @@
 
 use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, SockOps, TracePoint};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, SkLookup, SockOps, TracePoint,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -64,6 +66,10 @@ pub struct ProbeOptions {
     /// A cgroup v2 directory: watch only sockets of processes in its subtree.
     /// None = the whole host (the cgroup2 root).
     pub cgroup: Option<PathBuf>,
+    /// Load the enforcement hooks too (bind/connect/sendmsg, and socket
+    /// lookup for [`Probe::attach_sk_lookup`]); decisions come from the
+    /// policy maps, which [`crate::enforce::Enforcer`] fills.
+    pub enforce: bool,
 }
 
 /// The loaded, attached BPF programs and their maps.
@@ -81,6 +87,8 @@ struct Hook {
 
 enum HookKind {
     Cgroup,
+    /// cgroup sock_addr hooks: enforcement only.
+    SockAddr,
     SockOps,
     TpBtf(&'static str),
     TracePoint(&'static str, &'static str),
@@ -157,6 +165,36 @@ const HOOKS: &[Hook] = &[
         kind: HookKind::SockOps,
         what: "sockops (BPF_SOCK_OPS_TCP_LISTEN_CB)",
     },
+    Hook {
+        program: "sf_bind4",
+        kind: HookKind::SockAddr,
+        what: "cgroup/bind4",
+    },
+    Hook {
+        program: "sf_bind6",
+        kind: HookKind::SockAddr,
+        what: "cgroup/bind6",
+    },
+    Hook {
+        program: "sf_connect4",
+        kind: HookKind::SockAddr,
+        what: "cgroup/connect4",
+    },
+    Hook {
+        program: "sf_connect6",
+        kind: HookKind::SockAddr,
+        what: "cgroup/connect6",
+    },
+    Hook {
+        program: "sf_sendmsg4",
+        kind: HookKind::SockAddr,
+        what: "cgroup/sendmsg4",
+    },
+    Hook {
+        program: "sf_sendmsg6",
+        kind: HookKind::SockAddr,
+        what: "cgroup/sendmsg6",
+    },
 ];
 
 impl Probe {
@@ -178,9 +216,11 @@ impl Probe {
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
         let filter: u8 = opts.cgroup.is_some().into();
+        let enforce: u8 = opts.enforce.into();
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("cfg_filter_cgroup", &filter, true)
+            .override_global("cfg_enforce", &enforce, true)
             .load(OBJECT)
             .map_err(|e| LoadError::Object(error_chain(&e)))?;
 
@@ -195,6 +235,9 @@ impl Probe {
 
         let mut attached = Vec::new();
         for hook in HOOKS {
+            if matches!(hook.kind, HookKind::SockAddr) && !opts.enforce {
+                continue;
+            }
             attach_one(&mut bpf, hook, &btf, &cgroup).map_err(|reason| LoadError::Program {
                 program: hook.program,
                 hook: hook.what,
@@ -207,11 +250,48 @@ impl Probe {
                 seed_executables(&mut bpf);
             }
         }
+        if opts.enforce {
+            let p: &mut SkLookup = bpf
+                .program_mut("sf_sk_lookup")
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| LoadError::Object("program sf_sk_lookup missing".into()))?;
+            p.load().map_err(|e| LoadError::Program {
+                program: "sf_sk_lookup",
+                hook: "sk_lookup",
+                reason: error_chain(&e),
+            })?;
+        }
         Ok(Probe {
             bpf,
             cgroup_path,
             attached,
         })
+    }
+
+    /// Attaches the socket-lookup program to one network namespace (given
+    /// by an open `/proc/PID/ns/net` or `/run/netns/NAME`). Enforce only.
+    pub fn attach_sk_lookup(&mut self, netns: &File) -> Result<(), LoadError> {
+        let p: &mut SkLookup = self
+            .bpf
+            .program_mut("sf_sk_lookup")
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| LoadError::Object("program sf_sk_lookup missing".into()))?;
+        p.attach(netns).map_err(|e| LoadError::Program {
+            program: "sf_sk_lookup",
+            hook: "sk_lookup",
+            reason: error_chain(&e),
+        })?;
+        Ok(())
+    }
+
+    /// The loaded object, for the policy maps.
+    pub fn bpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.bpf
+    }
+
+    /// The loaded object.
+    pub fn bpf(&self) -> &Ebpf {
+        &self.bpf
     }
 
     /// The cgroup the socket hooks are attached to.
@@ -269,6 +349,12 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<(
     match hook.kind {
         HookKind::Cgroup => {
             let p: &mut CgroupSock = prog.try_into().map_err(|e| error_chain(&e))?;
+            p.load().map_err(|e| error_chain(&e))?;
+            p.attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|e| error_chain(&e))?;
+        }
+        HookKind::SockAddr => {
+            let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| error_chain(&e))?;
             p.load().map_err(|e| error_chain(&e))?;
             p.attach(cgroup, CgroupAttachMode::Single)
                 .map_err(|e| error_chain(&e))?;

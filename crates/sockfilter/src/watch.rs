@@ -53,8 +53,16 @@ impl Watcher {
     /// in both, and the snapshot's copy is dropped). Must be called inside a
     /// tokio runtime.
     pub fn start(opts: WatchOptions) -> Result<Watcher, LoadError> {
+        Self::start_with(opts, false)
+    }
+
+    /// Like [`Watcher::start`]; with `enforce`, the enforcement hooks are
+    /// loaded too (see [`crate::enforce`]); until a policy is installed they
+    /// allow everything.
+    pub fn start_with(opts: WatchOptions, enforce: bool) -> Result<Watcher, LoadError> {
         let mut probe = Probe::attach(&ProbeOptions {
             cgroup: opts.cgroup.clone(),
+            enforce,
         })?;
         let ring = probe
             .take_events()
@@ -103,6 +111,19 @@ impl Watcher {
     /// The attached probe (program names, cgroup, counters).
     pub fn probe(&self) -> &Probe {
         &self.probe
+    }
+
+    /// The attached probe, to install policies or attach socket lookup.
+    pub fn probe_mut(&mut self) -> &mut Probe {
+        &mut self.probe
+    }
+
+    /// Names rules in the verdicts of later events (enforce).
+    pub fn set_rule_names(
+        &mut self,
+        names: std::sync::Arc<std::sync::RwLock<crate::enforce::RuleNames>>,
+    ) {
+        self.decoder.set_rule_names(names);
     }
 
     /// Events dropped by the kernel so far.

@@ -2,6 +2,9 @@
 //! compiler prints the header's sizes and offsets; Rust's `offset_of!` must
 //! agree field by field.
 
+use sockfilter::abi::policy::{
+    SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfExeValue, SfPolicyMeta, SfU64Key,
+};
 use sockfilter::abi::{SfEvent, SfExe};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
@@ -44,6 +47,26 @@ fn rust_mirror_matches_the_c_header() {
         exe
     );
     rust.extend(fields!(SfExe, "sf_exe", len, truncated, hash, path));
+    rust.extend(fields!(SfBitmap, "sf_bitmap", summary, words));
+    rust.extend(fields!(SfBitmapKey, "sf_bitmap_key", slot, id));
+    rust.extend(fields!(
+        SfPolicyMeta,
+        "sf_policy_meta",
+        words,
+        rules,
+        default_verdict,
+        dims_used,
+        wild
+    ));
+    rust.extend(fields!(SfExeKey, "sf_exe_key", slot, hash));
+    rust.extend(fields!(SfExeValue, "sf_exe_value", id, len, path));
+    rust.extend(fields!(SfCommKey, "sf_comm_key", slot, comm));
+    rust.extend(fields!(SfU64Key, "sf_u64_key", slot, value));
+    // sf_ip_key is prefixlen (u32) followed by the packed data aya appends.
+    rust.push((
+        "sizeof sf_ip_key".into(),
+        4 + size_of::<sockfilter::abi::policy::SfIpKeyData>(),
+    ));
 
     let dir = std::env::temp_dir().join(format!("sf-abi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
