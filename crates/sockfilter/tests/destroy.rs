@@ -16,7 +16,7 @@ use std::time::Duration;
 enum Seen {
     Started,
     Dropped {
-        flow: Flow,
+        flow: Box<Flow>,
         ok: Result<(), String>,
         latency: Duration,
     },
@@ -40,7 +40,7 @@ impl<P: FnMut(&Flow) -> bool> SocketFilter for Dropper<P> {
     }
     fn on_drop(&mut self, flow: &Flow, outcome: &DropOutcome) {
         let _ = self.tx.send(Seen::Dropped {
-            flow: flow.clone(),
+            flow: Box::new(flow.clone()),
             ok: outcome.result.as_ref().map_err(|e| e.to_string()).copied(),
             latency: outcome.latency,
         });
@@ -87,7 +87,7 @@ impl Running {
 
     fn next_drop(&self, what: &str) -> (Flow, Result<(), String>, Duration) {
         match recv_until(&self.rx, what, |s| matches!(s, Seen::Dropped { .. })) {
-            Seen::Dropped { flow, ok, latency } => (flow, ok, latency),
+            Seen::Dropped { flow, ok, latency } => (*flow, ok, latency),
             Seen::Started => unreachable!(),
         }
     }
