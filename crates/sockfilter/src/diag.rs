@@ -513,6 +513,45 @@ pub fn destroy(target: &DestroyTarget) -> Result<(), DestroyError> {
     }
 }
 
+/// Checks, without touching any socket, that [`destroy`] can work here: the
+/// caller has CAP_NET_ADMIN and the kernel implements `SOCK_DESTROY` for TCP
+/// and UDP (it asks the kernel to destroy a socket that cannot exist and
+/// expects "not found"). Call it at start to fail early with a clear error.
+pub fn destroy_supported() -> Result<(), DestroyError> {
+    /// Bit of CAP_NET_ADMIN in the capability sets (linux/capability.h).
+    const CAP_NET_ADMIN: u32 = 12;
+    let cap_eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    if cap_eff & (1 << CAP_NET_ADMIN) == 0 {
+        return Err(DestroyError::PermissionDenied);
+    }
+    for proto in [sockfilter_model::Proto::Tcp, sockfilter_model::Proto::Udp] {
+        let target = DestroyTarget {
+            family: sockfilter_model::Family::Ipv4,
+            proto,
+            local: sockfilter_model::Endpoint::new(IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)), 0),
+            remote: Some(sockfilter_model::Endpoint::new(
+                IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+                0,
+            )),
+            cookie: 0,
+            netns: None,
+            pid: None,
+        };
+        match destroy_here(&target) {
+            Err(DestroyError::NotFound { .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod destroy_tests {
     use super::*;

@@ -321,3 +321,9 @@ sys.stdin.readline()
     eprintln!("destroy latency over {N} accepted connections: p50 {p50:?} p99 {p99:?} max {max:?}");
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
 }
+
+#[test]
+fn this_kernel_supports_destroy() {
+    // CONFIG_INET_DIAG_DESTROY=y on the test kernel; run as root.
+    sockfilter::diag::destroy_supported().expect("SOCK_DESTROY usable");
+}
