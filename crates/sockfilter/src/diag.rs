@@ -422,19 +422,22 @@ const REUSEPORT_TRIES: u16 = 64;
 fn destroy_here(t: &DestroyTarget) -> Result<(), DestroyError> {
     let sock = nl_socket()?;
     // The kernel finds the socket by a lookup on its endpoints, then checks
-    // the cookie (ESTALE when the lookup found another socket). A listener
-    // or unconnected UDP socket in an SO_REUSEPORT group is picked by a hash
-    // of the (absent) peer, so other peer ports reach the other members.
+    // the cookie: a mismatch is ESTALE for TCP, ENOENT for UDP (which also
+    // answers ENOENT when nothing is bound there). A listener or unconnected
+    // UDP socket in an SO_REUSEPORT group is picked by a hash of the (absent)
+    // peer, so other peer ports reach the other members.
     let tries = if t.remote.is_some() {
         1
     } else {
         REUSEPORT_TRIES
     };
+    let udp = t.proto == sockfilter_model::Proto::Udp;
     for i in 0..tries {
         let fake_port = if i == 0 { 0 } else { 40000 + i };
         match destroy_once(&sock, &destroy_request(t, u32::from(i) + 1, fake_port))? {
             0 => return Ok(()),
             libc::ESTALE => continue,
+            libc::ENOENT if udp => continue,
             libc::ENOENT => return Err(DestroyError::NotFound { cookie: t.cookie }),
             libc::EOPNOTSUPP => return Err(DestroyError::Unsupported),
             libc::EPERM | libc::EACCES => return Err(DestroyError::PermissionDenied),

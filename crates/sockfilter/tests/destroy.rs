@@ -327,3 +327,58 @@ fn this_kernel_supports_destroy() {
     // CONFIG_INET_DIAG_DESTROY=y on the test kernel; run as root.
     sockfilter::diag::destroy_supported().expect("SOCK_DESTROY usable");
 }
+
+/// An SO_REUSEPORT group: the kernel looks a listener up by address and
+/// picks a member by a hash of the peer, so `destroy` varies the (absent)
+/// peer until the member with the right cookie is found. Both members, TCP
+/// and UDP, are destroyed, each by its own cookie.
+#[test]
+fn destroying_each_member_of_a_reuseport_group() {
+    let cg = TestCgroup::new("drop-reuse");
+    let mut p = python(
+        &cg,
+        None,
+        &format!(
+            r#"{ATTEMPT}
+import socket, sys
+def pair(kind):
+    a = socket.socket(socket.AF_INET, kind)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    a.bind(("127.0.0.1", 0))
+    b = socket.socket(socket.AF_INET, kind)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    b.bind(a.getsockname())
+    return a, b
+t1, t2 = pair(socket.SOCK_STREAM); t1.listen(); t2.listen()
+u1, u2 = pair(socket.SOCK_DGRAM)
+print(t1.getsockname()[1], u1.getsockname()[1])
+sys.stdin.readline()
+print(attempt(lambda: socket.create_connection(t1.getsockname(), timeout=10)))
+"#
+        ),
+    );
+    let ports: Vec<u16> = p
+        .line()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let run = Running::start(&cg, true, |f| f.remote.is_none());
+    let mut dropped = Vec::new();
+    for i in 0..4 {
+        let (flow, ok, _) = run.next_drop(&format!("drop {i} of 4"));
+        assert_eq!(ok, Ok(()), "{flow:?}");
+        dropped.push((flow.proto.as_str(), flow.local.port, flow.id));
+    }
+    dropped.sort();
+    assert_eq!(
+        dropped.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+        [
+            ("tcp", ports[0]),
+            ("tcp", ports[0]),
+            ("udp", ports[1]),
+            ("udp", ports[1])
+        ]
+    );
+    p.send("go");
+    assert_eq!(p.line(), "ECONNREFUSED", "no member of the group is left");
+}
