@@ -120,6 +120,16 @@ struct {
 	__type(value, __u64);
 } denied_listeners SEC(".maps");
 
+/* With --cgroup: local ports of the watched subtree's listeners, and how
+ * many listen there. Socket lookup sees no process, so in cgroup mode it
+ * applies accept decisions only to connections for these ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u16);
+	__type(value, __u32);
+} scoped_listeners SEC(".maps");
+
 /* What a decision is about. Addresses are normalized to IPv6 form. */
 struct sf_subject {
 	__u8 local_addr[16];

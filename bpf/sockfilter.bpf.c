@@ -568,6 +568,14 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 			v4_mapped(sub.local_addr, ctx->local_ip4);
 		subject_set_owner(&sub, &cur);
 		decide(&sub, &d, 1);
+		if (cfg_filter_cgroup) {
+			__u16 port = sub.local_port;
+			__u32 one = 1, *n = bpf_map_lookup_elem(&scoped_listeners, &port);
+			if (n)
+				__sync_fetch_and_add(n, 1);
+			else
+				bpf_map_update_elem(&scoped_listeners, &port, &one, BPF_ANY);
+		}
 		if (d.verdict == SF_V_DENY) {
 			/* listen() cannot be failed from here: refuse every
 			 * connection to it in socket lookup (sf_sk_lookup) until
@@ -673,6 +681,15 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 		__u64 *c = bpf_map_lookup_elem(&denied_listeners, &k);
 		if (c && *c == cookie)
 			bpf_map_delete_elem(&denied_listeners, &k);
+		if (cfg_filter_cgroup) {
+			__u16 port = e->local_port;
+			__u32 *n = bpf_map_lookup_elem(&scoped_listeners, &port);
+			if (n) {
+				__sync_fetch_and_add(n, -1);
+				if (*n == 0)
+					bpf_map_delete_elem(&scoped_listeners, &port);
+			}
+		}
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
@@ -1015,12 +1032,22 @@ int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 		v4_mapped(sub.local_addr, ctx->local_ip4);
 		v4_mapped(sub.remote_addr, ctx->remote_ip4);
 	}
+	/* sock_diag finds a socket (to destroy it) through the same lookup,
+	 * with an unspecified peer; no packet comes from 0.0.0.0 or ::. */
+	if (sub.ipv6 ? !(ctx->remote_ip6[0] | ctx->remote_ip6[1] | ctx->remote_ip6[2] | ctx->remote_ip6[3])
+		     : !ctx->remote_ip4)
+		return SK_PASS;
 	__u8 any4[16] = { [10] = 0xff, [11] = 0xff };
 	__u8 any6[16] = {};
 	if (denied_listener(sub.local_addr, sub.local_port) ||
 	    denied_listener(any6, sub.local_port) ||
 	    (!sub.ipv6 && denied_listener(any4, sub.local_port)))
 		return SK_DROP;
+	if (cfg_filter_cgroup) {
+		__u16 port = sub.local_port;
+		if (!bpf_map_lookup_elem(&scoped_listeners, &port))
+			return SK_PASS; /* not a listener of the watched cgroup */
+	}
 	struct sf_decision d = {};
 	decide(&sub, &d, 1);
 	return d.verdict == SF_V_DENY ? SK_DROP : SK_PASS;

@@ -81,7 +81,6 @@ struct Enforcing {
     path: PathBuf,
     enforcer: Enforcer,
     fingerprint: Option<(u64, u64, i64, i64, u64)>,
-    cgroup: Option<PathBuf>,
     namespaces: HashSet<u64>,
     last_scan: Instant,
     stats_every: Option<Duration>,
@@ -89,15 +88,14 @@ struct Enforcing {
 }
 
 impl Enforcing {
-    /// Attaches socket lookup to every network namespace in scope that does
-    /// not have it yet: all of them, or with --cgroup those of its processes.
+    /// Attaches socket lookup to every network namespace that does not have
+    /// it yet. Also with --cgroup: there the program refuses only
+    /// connections for denied listeners and for listeners of the cgroup, so
+    /// attaching it everywhere means a process of the cgroup that moves to
+    /// another namespace is covered from its first listen.
     fn scan_namespaces(&mut self, w: &mut Watcher) {
         self.last_scan = Instant::now();
-        let pids: Vec<u32> = match &self.cgroup {
-            None => sockfilter::procfs::pids(),
-            Some(dir) => pids_in_subtree(dir),
-        };
-        for pid in pids {
+        for pid in sockfilter::procfs::pids() {
             let Some(ino) = sockfilter::procfs::netns_inode(pid) else {
                 continue;
             };
@@ -152,21 +150,6 @@ impl Enforcing {
             })
             .collect()
     }
-}
-
-fn pids_in_subtree(dir: &Path) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(pids_in_subtree(&e.path()));
-            }
-        }
-    }
-    out
 }
 
 impl Extra for Enforcing {
@@ -232,7 +215,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             path: args.policy.clone(),
             enforcer: Enforcer::new(),
             fingerprint: fingerprint(&args.policy),
-            cgroup: args.output.cgroup.clone(),
             namespaces: HashSet::new(),
             last_scan: Instant::now(),
             stats_every: args.stats.map(|s| Duration::from_secs(s.max(1))),
@@ -243,13 +225,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         state
             .enforcer
             .install(watcher.probe_mut().bpf_mut(), &policy, &compiled)?;
-        eprintln!(
+        let message = format!(
             "sockfilter: enforcing {} rules from {} for {}; Ctrl-C to stop",
             policy.rules.len(),
             args.policy.display(),
             args.output.scope(&watcher)
         );
-        notify_ready();
-        event_loop(watcher, &args.output, &mut state).await
+        event_loop(watcher, &args.output, &mut state, || {
+            eprintln!("{message}");
+            notify_ready();
+        })
+        .await
     })
 }

@@ -109,11 +109,11 @@ pub const TICK: Duration = Duration::from_millis(200);
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let watcher = args.output.start(false)?;
-        eprintln!(
-            "sockfilter: watching bind, listen, connect, accept and close of {}; Ctrl-C to stop",
-            args.output.scope(&watcher)
-        );
-        event_loop(watcher, &args.output, &mut NoExtra).await
+        let scope = args.output.scope(&watcher);
+        event_loop(watcher, &args.output, &mut NoExtra, || {
+            eprintln!("sockfilter: watching bind, listen, connect, accept and close of {scope}; Ctrl-C to stop")
+        })
+        .await
     })
 }
 
@@ -126,16 +126,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Prints events until SIGINT or SIGTERM, then detaches and prints a
-/// summary on stderr.
+/// summary on stderr. `ready` runs once the signal handlers are installed,
+/// so that whoever waits for its message may signal us at once.
 pub async fn event_loop(
     mut watcher: Watcher,
     out_args: &Output,
     extra: &mut dyn Extra,
+    ready: impl FnOnce(),
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    ready();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 

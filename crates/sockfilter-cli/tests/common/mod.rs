@@ -192,10 +192,31 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(cg: &TestCgroup, extra: &[&str]) -> Watch {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["watch".into(), "--json".into(), "--cgroup".into()];
+        args.push(cg.path.clone().into());
+        args.extend(extra.iter().map(Into::into));
+        Watch::spawn(&args, "watching")
+    }
+
+    /// `sockfilter enforce POLICY --json --cgroup CG --no-existing`, once it
+    /// says enforcement is in place.
+    pub fn enforce(cg: &TestCgroup, policy: &Path) -> Watch {
+        let args: Vec<std::ffi::OsString> = vec![
+            "enforce".into(),
+            policy.into(),
+            "--json".into(),
+            "--no-existing".into(),
+            "--cgroup".into(),
+            cg.path.clone().into(),
+        ];
+        Watch::spawn(&args, "enforcing")
+    }
+
+    /// Runs sockfilter with `args` and waits for `ready` on its stderr.
+    pub fn spawn(args: &[std::ffi::OsString], ready: &str) -> Watch {
         let mut child = Command::new(sockfilter())
-            .args(["watch", "--json", "--cgroup"])
-            .arg(&cg.path)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -229,7 +250,7 @@ impl Watch {
             seen: Vec::new(),
             stderr,
         };
-        w.wait_stderr("watching");
+        w.wait_stderr(ready);
         w
     }
 
