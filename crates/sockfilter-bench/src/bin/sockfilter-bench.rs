@@ -413,7 +413,8 @@ tracepoint:syscalls:sys_exit_bind, tracepoint:syscalls:sys_exit_accept, tracepoi
 
 /// A generated policy of `n` rules that never match the load: deny connect
 /// to 10.x.y.0/24 networks, and deny any operation by executables that do
-/// not exist; default allow.
+/// not exist (bind, listen, connect: `exe` cannot be matched on accept);
+/// default allow.
 fn policy(n: usize) -> String {
     let mut s = String::from("default = \"allow\"\n");
     for i in 0..n {
@@ -427,7 +428,7 @@ fn policy(n: usize) -> String {
         } else {
             let _ = write!(
                 s,
-                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\nexe = [\"/nonexistent/sockfilter-bench/{i}\"]\n"
+                "\n[[rule]]\nname = \"r{i}\"\naction = \"deny\"\non = [\"bind\", \"listen\", \"connect\"]\nexe = [\"/nonexistent/sockfilter-bench/{i}\"]\n"
             );
         }
     }
@@ -691,10 +692,18 @@ impl Bench {
                     continue;
                 }
                 let mut pairs = Vec::new();
+                let mut failed = None;
                 for i in 0..self.args.pairs {
                     note(format!("throughput {mode} {agent} pair {}", i + 1));
                     let base = self.load(&self.mode_args(mode))?;
-                    let a = self.start_running(agent)?.context("agent vanished")?;
+                    let a = match self.start_running(agent) {
+                        Ok(Some(a)) => a,
+                        Ok(None) => bail!("{agent} vanished"),
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    };
                     std::thread::sleep(Duration::from_millis(200));
                     let (c0, n0) = (a.cpu(), a.counts());
                     let run = self.load(&self.mode_args(mode))?;
@@ -726,6 +735,13 @@ impl Bench {
                         lost,
                         expected: events_per_op(mode).map(|k| k * ops),
                     });
+                }
+                if let Some(e) = failed {
+                    let first = e.lines().next().unwrap_or("").replace('|', "/");
+                    r.line(format!(
+                        "| {mode} | {agent} | failed to start: {first} | | | | | | |"
+                    ));
+                    continue;
                 }
                 let ratios: Vec<f64> = pairs.iter().map(|p| p.agent / p.base).collect();
                 let rs = Spread::of(&ratios).unwrap();
@@ -854,7 +870,8 @@ impl Bench {
         r.line("Paced listen storm (3 events per operation: bind, listen, close), 5 s per step, rate raised until the kernel's drop counter moves (`Item::Lost` / `lost_total()`, or `{\"event\":\"lost\"}` lines for the CLI) or the load generator cannot reach 90% of the target.");
         r.line("");
         let targets = [
-            25_000.0, 50_000.0, 100_000.0, 150_000.0, 200_000.0, 300_000.0, 400_000.0, 600_000.0,
+            25_000.0, 50_000.0, 100_000.0, 120_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0,
+            400_000.0, 600_000.0,
         ];
         for consumer in ["library", "watch-cli"] {
             r.line(format!(
