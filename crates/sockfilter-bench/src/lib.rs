@@ -6,6 +6,8 @@
 //! small statistics the runner (`sockfilter-bench`) reports. Nothing here
 //! needs root; the runner does (it attaches sockfilter and bpftrace).
 
+#![deny(missing_docs)]
+
 pub mod loadgen;
 pub mod stats;
 
