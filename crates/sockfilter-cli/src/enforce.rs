@@ -140,15 +140,23 @@ impl Enforcing {
         }
     }
 
+    /// One line per rule that matched, then the default; rules that never
+    /// matched are counted, not listed (a policy may have thousands).
     fn stats_lines(&self, w: &Watcher) -> Vec<String> {
-        self.enforcer
-            .hits(w.probe().bpf())
-            .into_iter()
-            .map(|(name, n)| match name {
-                Some(name) => format!("rule {name}: {n} matches"),
-                None => format!("default: {n} matches"),
-            })
-            .collect()
+        let hits = self.enforcer.hits(w.probe().bpf());
+        let mut idle = 0;
+        let mut lines = Vec::new();
+        for (name, n) in hits {
+            match name {
+                Some(name) if n > 0 => lines.push(format!("rule {name}: {n} matches")),
+                Some(_) => idle += 1,
+                None => lines.push(format!("default: {n} matches")),
+            }
+        }
+        if idle > 0 {
+            lines.push(format!("{idle} other rules: no matches"));
+        }
+        lines
     }
 }
 
@@ -200,6 +208,7 @@ impl Extra for Enforcing {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let (policy, compiled) = match prepare(&args.policy) {
         Ok(p) => p,
         Err(lines) => {
@@ -222,14 +231,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         state.scan_namespaces(&mut watcher);
         watcher.set_rule_names(state.enforcer.rule_names());
+        let parsed = started.elapsed();
+        let t = Instant::now();
         state
             .enforcer
             .install(watcher.probe_mut().bpf_mut(), &policy, &compiled)?;
         let message = format!(
-            "sockfilter: enforcing {} rules from {} for {}; Ctrl-C to stop",
+            "sockfilter: enforcing {} rules from {} for {} (policy read and compiled in {} ms, written to the kernel in {} ms); Ctrl-C to stop",
             policy.rules.len(),
             args.policy.display(),
-            args.output.scope(&watcher)
+            args.output.scope(&watcher),
+            parsed.as_millis(),
+            t.elapsed().as_millis()
         );
         event_loop(watcher, &args.output, &mut state, || {
             eprintln!("{message}");

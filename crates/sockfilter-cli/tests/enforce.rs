@@ -667,3 +667,32 @@ fn check_refuses_rules_the_kernel_cannot_enforce() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("p.toml:3:1:"));
 }
+
+#[test]
+fn ten_thousand_rules_are_enforced_down_to_the_last_one() {
+    let dir = tmpdir("10k");
+    let cg = TestCgroup::new("enf-10k");
+    let mut text = String::from("default = \"allow\"\n");
+    for i in 0..10_000u32 {
+        text.push_str(&format!(
+            "[[rule]]\nname = \"r{i}\"\naction = \"deny\"\non = [\"connect\"]\nremote_ip = [\"127.{}.{}.0/24\"]\nremote_port = [{}]\n",
+            100 + i / 256,
+            i % 256,
+            1000 + i
+        ));
+    }
+    let policy = write_policy(&dir, "p.toml", &text);
+    let mut w = Watch::enforce(&cg, &policy);
+    let mut a = Agent::start(&cg, "python3", None);
+    // The last rule denies 127.139.15.0/24 port 10999; its neighbours do not.
+    assert_eq!(a.ask("connect 127.139.15.9 10999"), "err EPERM");
+    assert_eq!(
+        a.ask("sendto 127.139.15.9 10998"),
+        "ok",
+        "udp is not in the rules"
+    );
+    let ev = w.expect("rule 9999", |v| {
+        is(v, "connect", a.pid) && v["verdict"] == "deny"
+    });
+    assert_eq!(ev["rule"], "r9999");
+}

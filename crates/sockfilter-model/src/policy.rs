@@ -469,7 +469,13 @@ impl Policy {
     /// assert!(err.to_string().starts_with("p.toml:3:10: `action`"));
     /// ```
     pub fn parse(text: &str, source: &Path) -> Result<Policy, PolicyError> {
-        Parser { text, source }.policy()
+        let newlines = text.match_indices('\n').map(|(i, _)| i).collect();
+        Parser {
+            text,
+            source,
+            newlines,
+        }
+        .policy()
     }
 
     /// The first rule that matches `subject`, if any.
@@ -811,9 +817,17 @@ const RULE_KEYS: &str = "name, action, on, proto, family, local_ip, remote_ip, l
 struct Parser<'a> {
     text: &'a str,
     source: &'a Path,
+    /// Byte offsets of every '\n', for line numbers without rescanning the
+    /// text (a policy of 10,000 rules would otherwise take seconds).
+    newlines: Vec<usize>,
 }
 
 impl Parser<'_> {
+    /// 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < offset) + 1
+    }
+
     fn error(&self, span: &Range<usize>, message: String) -> PolicyError {
         let (line, column) = line_col(self.text, span.start);
         PolicyError::Invalid {
@@ -948,7 +962,7 @@ impl Parser<'_> {
             comm: None,
             uid: None,
             cgroup: None,
-            line: line_col(self.text, span.start).0,
+            line: self.line_of(span.start),
         };
         for Entry {
             key,
