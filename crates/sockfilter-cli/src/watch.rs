@@ -143,7 +143,10 @@ pub async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let colour = !out_args.json && std::io::stdout().is_terminal();
-    let mut out = std::io::stdout().lock();
+    // Buffered, and flushed whenever no decoded event is waiting: one write
+    // per batch under load, no delay when events trickle in.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut line = String::with_capacity(1024);
     let mut counts: BTreeMap<EventKind, u64> = BTreeMap::new();
     let mut dropped = 0u64;
     let stop_reason = loop {
@@ -157,34 +160,40 @@ pub async fn event_loop(
         let Some(item) = item else {
             break "end of stream";
         };
-        let line = match item {
+        line.clear();
+        match item {
             Item::Lost(n) => {
                 dropped += n;
                 eprintln!(
                     "sockfilter: the kernel dropped {n} events (ring buffer full); {dropped} so far"
                 );
-                if !out_args.json {
-                    continue;
+                if out_args.json {
+                    line.push_str(&lost_json(n).to_string());
                 }
-                lost_json(n).to_string()
             }
             Item::Event(e) => {
                 *counts.entry(e.kind).or_default() += 1;
                 extra.on_event(&mut watcher, &e);
-                if !out_args.wants(&e) {
-                    continue;
-                }
-                if out_args.json {
-                    e.to_json().to_string()
-                } else {
-                    crate::text::event_line(&e, colour)
+                if out_args.wants(&e) {
+                    if out_args.json {
+                        e.write_json(&mut line);
+                    } else {
+                        line.push_str(&crate::text::event_line(&e, colour));
+                    }
                 }
             }
-        };
-        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        }
+        if !line.is_empty() {
+            line.push('\n');
+            if out.write_all(line.as_bytes()).is_err() {
+                break "closed output";
+            }
+        }
+        if watcher.pending() == 0 && out.flush().is_err() {
             break "closed output";
         }
     };
+    let _ = out.flush();
     let malformed = watcher.malformed_total();
     let extra_lines = extra.summary(&watcher);
     drop(watcher); // detaches every program before we say we stopped

@@ -41,11 +41,18 @@ pub struct Watcher {
     decoder: Decoder,
     queue: VecDeque<Item>,
     lost_reported: u64,
+    /// When the kernel's drop counter was last read (a syscall: not per event).
+    lost_checked: std::time::Instant,
+    /// The last drain found records.
+    busy: bool,
     malformed: u64,
 }
 
-/// How often the kernel's drop counter is read when no event wakes us.
+/// How often the kernel's drop counter is read.
 const LOST_POLL: Duration = Duration::from_millis(200);
+
+/// How long to let events gather once they are flowing (see `next`).
+const BATCH_WAIT: Duration = Duration::from_millis(1);
 
 impl Watcher {
     /// Attaches the programs, then takes the snapshot of existing sockets
@@ -64,6 +71,14 @@ impl Watcher {
             cgroup: opts.cgroup.clone(),
             enforce,
         })?;
+        // Loading BPF and BTF leaves ~16 MB of freed heap that glibc keeps;
+        // give it back before the ring buffer is mapped (measured in
+        // docs/BENCHMARKS.md).
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let ring = probe
             .take_events()
             .ok_or_else(|| LoadError::Object("ring buffer map `events` missing".into()))?;
@@ -84,6 +99,8 @@ impl Watcher {
             decoder: Decoder::new(root),
             queue: VecDeque::new(),
             lost_reported: 0,
+            lost_checked: std::time::Instant::now(),
+            busy: false,
             malformed: 0,
         };
         if opts.existing {
@@ -144,23 +161,40 @@ impl Watcher {
             if let Some(item) = self.queue.pop_front() {
                 return Some(item);
             }
-            self.check_lost();
-            if let Some(item) = self.queue.pop_front() {
-                return Some(item);
+            if self.lost_checked.elapsed() >= LOST_POLL {
+                self.check_lost();
+                continue;
+            }
+            if self.busy {
+                // The last drain found records, so more are probably on the
+                // way: let them gather for a moment instead of being woken
+                // for every one (a wake-up costs the producing task and us a
+                // context switch each). The first event of a burst is never
+                // delayed; later ones by at most BATCH_WAIT.
+                tokio::time::sleep(BATCH_WAIT).await;
+                self.busy = self.drain_ring() > 0;
+                continue;
             }
             match tokio::time::timeout(LOST_POLL, self.ring.readable_mut()).await {
                 Ok(Ok(mut guard)) => {
                     guard.clear_ready();
                     drop(guard);
-                    self.drain_ring();
+                    self.busy = self.drain_ring() > 0;
                 }
                 Ok(Err(_)) => return None,
-                Err(_) => {} // timeout: look at the drop counter again
+                Err(_) => self.check_lost(),
             }
         }
     }
 
+    /// Items decoded and waiting to be returned by [`Watcher::next`]; zero
+    /// means the next call will wait (a good moment to flush output).
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
     fn check_lost(&mut self) {
+        self.lost_checked = std::time::Instant::now();
         let lost = self.probe.lost();
         if lost > self.lost_reported {
             self.queue.push_back(Item::Lost(lost - self.lost_reported));
@@ -168,15 +202,18 @@ impl Watcher {
         }
     }
 
-    fn drain_ring(&mut self) {
+    /// Decodes every record in the ring buffer; returns how many.
+    fn drain_ring(&mut self) -> usize {
         let ring = self.ring.get_mut();
+        let mut n = 0;
         while let Some(rec) = ring.next() {
+            n += 1;
             match SfEvent::from_bytes(&rec) {
                 Ok(raw) => self.queue.push_back(Item::Event(self.decoder.decode(&raw))),
                 Err(_) => self.malformed += 1,
             }
         }
-        self.check_lost();
+        n
     }
 }
 
