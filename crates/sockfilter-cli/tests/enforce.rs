@@ -539,7 +539,7 @@ fn reloads_never_let_a_denied_connection_through_nor_deny_an_allowed_one() {
         }
     });
     let policy = write_policy(&dir, "p.toml", &reload_policy(port, 0));
-    let mut w = Watch::enforce(&cg, &policy);
+    let w = Watch::enforce(&cg, &policy);
     let mut a = Agent::start(&cg, "python3", None);
     let reloader = {
         let (dir, policy, pid) = (dir.clone(), policy.clone(), w.child.id());
