@@ -696,3 +696,47 @@ fn ten_thousand_rules_are_enforced_down_to_the_last_one() {
     });
     assert_eq!(ev["rule"], "r9999");
 }
+
+#[test]
+fn a_denied_listener_in_another_network_namespace_is_refused_and_closed() {
+    let dir = tmpdir("nslisten");
+    let cg = TestCgroup::new("enf-nslisten");
+    let ns = TestNetns::new("enfl");
+    let policy = write_policy(
+        &dir,
+        "p.toml",
+        "[[rule]]\nname = \"no-listen-here\"\naction = \"deny\"\non = [\"listen\"]\nlocal_ip = [\"127.0.0.1\"]\n",
+    );
+    // --stats: per-rule counters on stderr while running.
+    let mut args: Vec<std::ffi::OsString> = vec!["enforce".into(), policy.clone().into()];
+    for a in ["--json", "--no-existing", "--stats", "1", "--cgroup"] {
+        args.push(a.into());
+    }
+    args.push(cg.path.clone().into());
+    let mut w = Watch::spawn(&args, "enforcing");
+    let mut server = Agent::start(&cg, "python3", Some(&ns.name));
+    let port: u16 = server
+        .ask("listen 127.0.0.1 0 L")
+        .strip_prefix("ok ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ev = w.expect("denied listen in the namespace", |v| {
+        is(v, "listen", server.pid)
+    });
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["netns"].as_u64()),
+        (Some("deny"), Some(ns.inode()))
+    );
+    let mut client = Agent::start(&cg, "python3", Some(&ns.name));
+    assert_eq!(
+        client.ask(&format!("connect 127.0.0.1 {port}")),
+        "err ECONNREFUSED"
+    );
+    let answer = server.ask("accept L 10");
+    assert!(
+        answer.starts_with("err ") && answer != "err timeout",
+        "{answer}"
+    );
+    w.wait_stderr("rule no-listen-here: 1 matches");
+}

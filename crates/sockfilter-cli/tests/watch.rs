@@ -540,3 +540,28 @@ fn bad_arguments_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event kind"));
 }
+
+#[test]
+fn without_root_it_says_so_and_exits_non_zero() {
+    // A copy nobody can reach, wherever the build directory is.
+    let dir = std::env::temp_dir().join(format!("sf-noroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("sockfilter");
+    std::fs::copy(sockfilter(), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["watch", "--no-existing"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,13 @@
 //!   lookup (the client gets a reset) and never reaches `accept()`.
 //! - audit: allowed, and reported with verdict `audit`.
 //!
+//! The seam for BPF-LSM: on a kernel where `lsm/socket_listen` loads (not
+//! this one: lockdown refuses BPF-LSM), a program there could call the same
+//! `decide()` (bpf/policy.h) with the listener's address and return -EPERM,
+//! making `listen()` itself fail. It would be one more entry in the loader's
+//! hook list, probed at start; the sk_lookup refusal and the destroy would
+//! then only be needed as a fallback.
+//!
 //! Policies are double-buffered: every map key carries a slot; a new policy
 //! is written to the idle slot and one store to `pol_active` switches over,
 //! so at every instant one whole policy is in force.
