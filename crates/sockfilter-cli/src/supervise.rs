@@ -131,13 +131,7 @@ fn verdict(action: policy::Action) -> Verdict {
 }
 
 fn subject(req: &Request) -> Subject<'_> {
-    let op = match req.op {
-        Operation::Bind => policy::Operation::Bind,
-        Operation::Listen => policy::Operation::Listen,
-        Operation::Connect => policy::Operation::Connect,
-        Operation::Accept => policy::Operation::Accept,
-    };
-    let mut s = Subject::new(op, req.proto, req.family);
+    let mut s = Subject::new(req.op, req.proto, req.family);
     s.local = req.local;
     s.remote = req.remote;
     s.exe = req.exe.as_deref();

@@ -110,6 +110,16 @@ impl Operation {
         }
     }
 
+    /// The event kind that reports this operation.
+    pub fn event_kind(self) -> EventKind {
+        match self {
+            Operation::Bind => EventKind::Bind,
+            Operation::Listen => EventKind::Listen,
+            Operation::Connect => EventKind::Connect,
+            Operation::Accept => EventKind::Accept,
+        }
+    }
+
     /// The operation an event reports, or None for `close` (which policies do not decide).
     pub fn from_event_kind(kind: EventKind) -> Option<Operation> {
         match kind {

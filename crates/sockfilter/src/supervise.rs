@@ -33,9 +33,7 @@
 //! # let _ = status;
 //! ```
 
-use sockfilter_model::event::{
-    Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict as Action,
-};
+use sockfilter_model::event::{Details, Endpoint, Event, Family, Owner, Proto, Verdict as Action};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -50,41 +48,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-/// The socket operation a held call asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// `bind()`.
-    Bind,
-    /// `listen()`.
-    Listen,
-    /// `connect()`, or `sendto()`/`sendmsg()` to a destination (a UDP "connect").
-    Connect,
-    /// `accept()`/`accept4()`: decided on the accepted connection's peer.
-    Accept,
-}
-
-impl Operation {
-    /// The contract name (`"bind"`, `"listen"`, `"connect"`, `"accept"`).
-    pub fn as_str(self) -> &'static str {
-        self.event_kind().as_str()
-    }
-
-    /// The event kind reported for this operation.
-    pub fn event_kind(self) -> EventKind {
-        match self {
-            Operation::Bind => EventKind::Bind,
-            Operation::Listen => EventKind::Listen,
-            Operation::Connect => EventKind::Connect,
-            Operation::Accept => EventKind::Accept,
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The socket operation a held call asks for: the same operations a policy
+/// decides about. `Connect` also stands for `sendto()`/`sendmsg()` to a
+/// destination (a UDP "connect"); `Accept` is decided on the accepted
+/// connection's peer.
+pub use sockfilter_model::policy::Operation;
 
 /// The system call that was held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
