@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use sockfilter::diag::{tcp_state, DiagSocket};
-use sockfilter_model::event::{Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
+use sockfilter_model::event::{Event, EventKind, Family, Owner, Proto};
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
@@ -110,19 +110,6 @@ pub fn is_listener(s: &DiagSocket) -> bool {
 }
 
 /// The owner of `pid` as /proc shows it now.
-pub fn owner_of(pid: u32) -> Owner {
-    Owner {
-        pid,
-        uid: sockfilter::procfs::uid(pid).unwrap_or(0),
-        comm: sockfilter::procfs::comm(pid).unwrap_or_default(),
-        exe: sockfilter::procfs::exe(pid),
-        cgroup: sockfilter::cgroup::cgroup_of_pid(pid),
-    }
-}
-
-/// One `existing` event per (listening socket, process holding it), sorted
-/// by protocol, port, address, namespace and pid. A socket no process holds
-/// (one being torn down) is listed once, without owner.
 pub fn listener_events() -> anyhow::Result<Vec<Event>> {
     let sockets = sockfilter::diag::sockets_all_namespaces()
         .context("asking the kernel for its sockets (sock_diag)")?;
@@ -137,33 +124,23 @@ pub fn listener_events() -> anyhow::Result<Vec<Event>> {
             vec![None]
         } else {
             pids.iter()
-                .map(|&p| Some(owners.entry(p).or_insert_with(|| owner_of(p)).clone()))
+                .map(|&p| {
+                    Some(
+                        owners
+                            .entry(p)
+                            .or_insert_with(|| sockfilter::procfs::owner(p))
+                            .clone(),
+                    )
+                })
                 .collect()
         };
         for owner in who {
-            events.push(Event {
-                kind: if tcp {
-                    EventKind::Listen
-                } else {
-                    EventKind::Bind
-                },
-                time: now,
-                verdict: Verdict::Allow,
-                rule: None,
-                owner,
-                proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                family: if s.family == libc::AF_INET6 as u8 {
-                    Family::Ipv6
-                } else {
-                    Family::Ipv4
-                },
-                local: Endpoint::new(s.local.0, s.local.1),
-                remote: None,
-                socket: s.cookie,
-                existing: true,
-                netns: Some(s.netns),
-                details: Details::default(),
-            });
+            let kind = if tcp {
+                EventKind::Listen
+            } else {
+                EventKind::Bind
+            };
+            events.push(sockfilter::watch::existing_event(s, kind, owner, None, now));
         }
     }
     events.sort_by_key(|e| {

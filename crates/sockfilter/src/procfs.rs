@@ -77,3 +77,15 @@ pub fn netns_inode(pid: u32) -> Option<u64> {
         .ok()
         .map(|m| m.ino())
 }
+
+/// Who a process is, from /proc: for sockets found by sock_diag, whose
+/// owner the kernel side never saw.
+pub fn owner(pid: u32) -> sockfilter_model::Owner {
+    sockfilter_model::Owner {
+        pid,
+        uid: uid(pid).unwrap_or(0),
+        comm: comm(pid).unwrap_or_default(),
+        exe: exe(pid),
+        cgroup: crate::cgroup::cgroup_of_pid(pid),
+    }
+}

@@ -233,16 +233,6 @@ fn under(cgroup: &str, subtree: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn owner_of(pid: u32) -> Owner {
-    Owner {
-        pid,
-        uid: crate::procfs::uid(pid).unwrap_or(0),
-        comm: crate::procfs::comm(pid).unwrap_or_default(),
-        exe: crate::procfs::exe(pid),
-        cgroup: crate::cgroup::cgroup_of_pid(pid),
-    }
-}
-
 /// The sockets that exist now, as `existing` events, one per socket,
 /// attributed to the lowest pid holding it.
 pub fn existing_events(subtree: Option<&str>) -> Vec<Event> {
@@ -252,7 +242,7 @@ pub fn existing_events(subtree: Option<&str>) -> Vec<Event> {
         owners
             .get(&inode)
             .and_then(|pids| pids.first())
-            .map(|&pid| owner_of(pid))
+            .map(|&pid| crate::procfs::owner(pid))
     })
     .into_iter()
     .filter(
@@ -263,6 +253,44 @@ pub fn existing_events(subtree: Option<&str>) -> Vec<Event> {
         },
     )
     .collect()
+}
+
+/// The `existing` event for a socket found by sock_diag.
+pub fn existing_event(
+    s: &DiagSocket,
+    kind: EventKind,
+    owner: Option<Owner>,
+    listener: Option<u64>,
+    time: SystemTime,
+) -> Event {
+    Event {
+        kind,
+        time,
+        verdict: Verdict::Allow,
+        rule: None,
+        owner,
+        proto: if s.protocol == libc::IPPROTO_TCP as u8 {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        },
+        family: if s.family == libc::AF_INET6 as u8 {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        },
+        local: Endpoint::new(s.local.0, s.local.1),
+        remote: s
+            .is_connected()
+            .then(|| Endpoint::new(s.remote.0, s.remote.1)),
+        socket: s.cookie,
+        existing: true,
+        netns: Some(s.netns),
+        details: Details {
+            listener,
+            ..Default::default()
+        },
+    }
 }
 
 /// Classifies diag sockets into events. A connected TCP socket whose local
@@ -299,30 +327,7 @@ pub fn snapshot_events(
                 (false, _, _, true) => EventKind::Connect,
                 (false, _, _, false) => EventKind::Bind,
             };
-            Event {
-                kind,
-                time: now,
-                verdict: Verdict::Allow,
-                rule: None,
-                owner: owner(s.inode),
-                proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                family: if s.family == libc::AF_INET6 as u8 {
-                    Family::Ipv6
-                } else {
-                    Family::Ipv4
-                },
-                local: Endpoint::new(s.local.0, s.local.1),
-                remote: s
-                    .is_connected()
-                    .then(|| Endpoint::new(s.remote.0, s.remote.1)),
-                socket: s.cookie,
-                existing: true,
-                netns: Some(s.netns),
-                details: Details {
-                    listener,
-                    ..Default::default()
-                },
-            }
+            existing_event(s, kind, owner(s.inode), listener, now)
         })
         .collect()
 }
