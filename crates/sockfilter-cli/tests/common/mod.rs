@@ -4,125 +4,19 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::ffi::CString;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use sockfilter_testkit::{cgroup2_root, python_exe, run, TestCgroup, TestNetns};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
 pub fn sockfilter() -> &'static str {
     env!("CARGO_BIN_EXE_sockfilter")
-}
-
-/// The cgroup2 mount, from mountinfo (never hard-coded).
-pub fn cgroup2_root() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2"
-                && left.split_whitespace().nth(3)? == "/")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup2 mount")
-}
-
-/// A child cgroup of the root that is removed (its processes killed first)
-/// when dropped, also when the test fails.
-pub struct TestCgroup {
-    pub path: PathBuf,
-    procs: CString,
-}
-
-impl TestCgroup {
-    pub fn new(name: &str) -> TestCgroup {
-        let path = cgroup2_root().join(format!("sockfilter-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        let procs = CString::new(path.join("cgroup.procs").to_str().unwrap()).unwrap();
-        TestCgroup { path, procs }
-    }
-
-    /// The path as /proc/PID/cgroup shows it.
-    pub fn name(&self) -> String {
-        format!(
-            "/{}",
-            self.path.strip_prefix(cgroup2_root()).unwrap().display()
-        )
-    }
-
-    /// Makes `cmd` start inside this cgroup (moved between fork and exec, so
-    /// every socket it opens belongs here).
-    pub fn enter(&self, cmd: &mut Command) {
-        let procs = self.procs.clone();
-        // SAFETY: only async-signal-safe calls (open, write, close) between
-        // fork and exec; the path was allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A network namespace with loopback up, deleted when dropped.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn new(tag: &str) -> TestNetns {
-        let name = format!("sf-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
-        TestNetns { name }
-    }
-
-    /// Inode of the namespace (what events report as `netns`).
-    pub fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .unwrap()
-            .ino()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-pub fn run(cmd: &mut Command) {
-    let st = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(st.success(), "{cmd:?} failed: {st}");
 }
 
 /// Kills and reaps a child on drop.
@@ -168,18 +62,6 @@ pub fn read_line(r: &mut BufReader<ChildStdout>) -> String {
         "the program ended before printing its ready line"
     );
     line.trim_end().to_string()
-}
-
-/// The python3 executable as /proc/PID/exe shows it.
-pub fn python_exe() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os,sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A running `sockfilter watch --json --cgroup CG`.
