@@ -26,8 +26,10 @@ typedef struct { struct net *net; } __core possible_net_t;
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
+	__u64 skc_addrpair;    /* union of skc_daddr (low half) and skc_rcv_saddr */
 	__be16 skc_dport;
 	__u16 skc_num;
+	__u32 skc_portpair;    /* union of skc_dport (low half) and skc_num */
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	possible_net_t skc_net;
@@ -116,5 +118,9 @@ struct task_struct {
 } __core;
 
 struct linux_binprm { struct file *file; } __core;
+
+/* The registers a task entered the kernel with (x86-64: di is a system
+ * call's first argument). */
+struct pt_regs { unsigned long di; } __core;
 
 #endif

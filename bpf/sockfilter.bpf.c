@@ -86,16 +86,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct sf_owner);
+	__type(value, struct sf_proc);
 } accept_owner SEC(".maps");
-
-/* A socket syscall in flight on a thread: the fd its exit needs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __s64);
-} pending_fd SEC(".maps");
 
 /* The watched cgroup (index 0) when cfg_filter_cgroup is set. */
 struct {
@@ -137,16 +129,21 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline struct sf_event *event_reserve(__u32 kind)
+/* A record with every field before exe[] zeroed. exe[] is left as the ring
+ * buffer had it: event_set_owner writes its first exe_len bytes and user
+ * space reads no further, so zeroing (and copying) all 256 bytes of it for
+ * every event would be wasted work. `now` is the event's time (callers that
+ * also store a start time read the clock once). */
+static __always_inline struct sf_event *event_reserve(__u32 kind, __u64 now)
 {
 	struct sf_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(SF_CNT_LOST);
 		return NULL;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memset(e, 0, __builtin_offsetof(struct sf_event, exe));
 	e->kind = kind;
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = now;
 	return e;
 }
 
@@ -165,38 +162,56 @@ static __always_inline int in_watched_cgroup(void)
 	return bpf_current_task_under_cgroup(&watched_cgroup, 0) == 1;
 }
 
-/* The calling process, read from its task_struct. This works alike in
- * tracepoints, cgroup hooks and sock_ops (which has no pid helpers). */
-static __always_inline void owner_from_current(struct sf_owner *o)
+/* comm is NUL-padded in the kernel (strscpy_pad), so two 8-byte loads copy
+ * it exactly as a string copy into a zeroed buffer would. */
+static __always_inline void copy_comm(char *dst, const char *src)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	((__u64 *)dst)[0] = ((const __u64 *)src)[0];
+	((__u64 *)dst)[1] = ((const __u64 *)src)[1];
+}
 
-	o->pid = BPF_CORE_READ(t, tgid);
-	o->uid = BPF_CORE_READ(t, cred, uid.val);
-	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-	BPF_CORE_READ_STR_INTO(&o->comm, t, comm);
+/* The calling process, read from its task_struct. This works alike in
+ * tracepoints, cgroup hooks and sock_ops (which has no pid helpers). The
+ * task comes from bpf_get_current_task_btf(): a BTF pointer is read with
+ * plain loads (the verifier turns them into fault-safe loads), not one
+ * bpf_probe_read_kernel() call per step of each pointer chain. */
+static __always_inline void owner_from_current(struct sf_proc *o)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	o->pid = t->tgid;
+	o->uid = t->cred->uid.val;
+	o->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	copy_comm(o->comm, t->comm);
 }
 
 /* Inode of the calling task's network namespace. */
 static __always_inline __u32 current_netns(void)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+	struct task_struct *t = bpf_get_current_task_btf();
+	return t->nsproxy->net_ns->ns.inum;
 }
 
-static __always_inline void event_set_owner(struct sf_event *e, const struct sf_owner *o)
+static __always_inline void event_set_owner(struct sf_event *e, const struct sf_proc *o)
 {
 	e->pid = o->pid;
 	e->uid = o->uid;
 	e->cgroup_id = o->cgroup_id;
-	__builtin_memcpy(e->comm, o->comm, SF_COMM_LEN);
+	copy_comm(e->comm, o->comm);
 
 	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &o->pid);
 	if (x) {
-		e->exe_len = x->len;
+		__u32 len = x->len;
+		e->exe_len = len;
 		if (x->truncated)
 			e->flags |= SF_F_EXE_TRUNCATED;
-		__builtin_memcpy(e->exe, x->path, SF_EXE_LEN);
+		/* The used part only (x->path is zero-padded, so the last
+		 * word's tail is zeros), not all 256 bytes. */
+		for (int i = 0; i < SF_EXE_LEN / 8; i++) {
+			if (i * 8 >= len)
+				break;
+			((__u64 *)e->exe)[i] = ((__u64 *)x->path)[i];
+		}
 	}
 }
 
@@ -207,7 +222,7 @@ static __always_inline void event_set_decision(struct sf_event *e, const struct 
 	e->policy_slot = d->slot;
 }
 
-static __always_inline void subject_set_owner(struct sf_subject *s, const struct sf_owner *o)
+static __always_inline void subject_set_owner(struct sf_subject *s, const struct sf_proc *o)
 {
 	s->has_owner = 1;
 	s->pid = o->pid;
@@ -215,21 +230,49 @@ static __always_inline void subject_set_owner(struct sf_subject *s, const struct
 	__builtin_memcpy(s->comm, o->comm, SF_COMM_LEN);
 }
 
-static __always_inline void addrs_from_sock(struct sf_event *e, struct sock *sk)
+/* Endpoints of a socket reached through an fd: the pointer is a plain
+ * number to the verifier, so every field costs a bpf_probe_read_kernel();
+ * the kernel's unions skc_portpair and skc_addrpair give both ports, and
+ * both IPv4 addresses, in one read each (little-endian: the low half is
+ * skc_dport, skc_daddr). `family` has been read by the caller. */
+static __always_inline void addrs_from_sock(struct sf_event *e, struct sock *sk, __u16 family)
 {
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e->family == AF_INET6) {
+	__u32 ports = BPF_CORE_READ(sk, __sk_common.skc_portpair);
+	e->family = family;
+	e->local_port = ports >> 16;
+	e->remote_port = bpf_ntohs((__u16)ports);
+	if (family == AF_INET6) {
 		BPF_CORE_READ_INTO(&e->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 		BPF_CORE_READ_INTO(&e->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	} else {
-		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__be32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		__builtin_memcpy(e->local_addr, &l, 4);
-		__builtin_memcpy(e->remote_addr, &r, 4);
+		__u64 pair = BPF_CORE_READ(sk, __sk_common.skc_addrpair);
+		*(__u32 *)e->local_addr = pair >> 32;
+		*(__u32 *)e->remote_addr = (__u32)pair;
 	}
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void copy16(__u8 *dst, const __u8 *src)
+{
+	((__u64 *)dst)[0] = ((const __u64 *)src)[0];
+	((__u64 *)dst)[1] = ((const __u64 *)src)[1];
+}
+
+/* The same from a socket pointer the verifier knows the type of (a tp_btf
+ * argument): plain loads. */
+static __always_inline void addrs_from_btf_sock(struct sf_event *e, struct sock *sk)
+{
+	e->family = sk->__sk_common.skc_family;
+	e->local_port = sk->__sk_common.skc_num;
+	e->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (e->family == AF_INET6) {
+		copy16(e->local_addr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		copy16(e->remote_addr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		*(__u32 *)e->local_addr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->remote_addr = sk->__sk_common.skc_daddr;
+	}
+	e->netns = sk->__sk_common.skc_net.net->ns.inum;
 }
 
 /* A subject from an event's endpoints (no owner). */
@@ -384,29 +427,32 @@ static __always_inline struct sf_owner *owner_storage(void *sk, int create)
 	return bpf_sk_storage_get(&sk_owner, sk, 0, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 }
 
+/* A UDP socket's owner and start time are taken at creation (a UDP close's
+ * duration counts from here). A TCP socket needs nothing here: only one
+ * that listens, connects or is accepted can report a close, and sockops
+ * records (or the listener's clone gives) its owner and start time then, so
+ * storage created here would be allocated for every socket and overwritten
+ * before anyone read it. The cookie of a TCP socket is fixed by sockops. */
 SEC("cgroup/sock_create")
 int sf_sock_create(struct bpf_sock *ctx)
 {
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
 		return 1;
 	struct sf_owner *o = owner_storage(ctx, 1);
 	if (!o)
 		return 1;
-	owner_from_current(o);
+	owner_from_current(&o->proc);
 	o->start_ns = bpf_ktime_get_boot_ns();
 	bpf_get_socket_cookie(ctx); /* fixes the cookie now, so every later reader sees it */
 	return 1;
 }
 
 /* The owner fields of `cur` into the socket's storage, keeping the rest. */
-static __always_inline void owner_update(struct sf_owner *o, const struct sf_owner *cur)
+static __always_inline void owner_update(struct sf_owner *o, const struct sf_proc *cur)
 {
-	o->pid = cur->pid;
-	o->uid = cur->uid;
-	o->cgroup_id = cur->cgroup_id;
-	__builtin_memcpy(o->comm, cur->comm, SF_COMM_LEN);
+	o->proc = *cur;
 }
 
 static __always_inline void take_pending(struct sf_owner *o, struct sf_decision *d)
@@ -433,7 +479,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 {
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 1;
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	struct sf_owner *o = owner_storage(ctx, 1);
 	struct sf_decision d = {};
@@ -452,13 +498,14 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 		subject_set_owner(&sub, &cur);
 		decide(&sub, &d, 1);
 	}
+	__u64 now = bpf_ktime_get_boot_ns();
 	if (o) {
 		owner_update(o, &cur);
 		if (!o->start_ns)
-			o->start_ns = bpf_ktime_get_boot_ns();
+			o->start_ns = now;
 	}
 	int allow = d.verdict != SF_V_DENY;
-	struct sf_event *e = event_reserve(SF_BIND);
+	struct sf_event *e = event_reserve(SF_BIND, now);
 	if (!e)
 		return allow;
 	event_set_owner(e, &cur);
@@ -499,7 +546,7 @@ int sf_sock_release(struct bpf_sock *ctx)
 	struct sf_endpoints *ep = bpf_map_lookup_elem(&udp_endpoints, &cookie);
 	if (!ep)
 		return 1;
-	struct sf_event *e = event_reserve(SF_CLOSE);
+	struct sf_event *e = event_reserve(SF_CLOSE, bpf_ktime_get_boot_ns());
 	if (!e) {
 		bpf_map_delete_elem(&udp_endpoints, &cookie);
 		return 1;
@@ -517,7 +564,7 @@ int sf_sock_release(struct bpf_sock *ctx)
 	struct sf_owner *o = owner_storage(ctx, 0);
 	e->flags |= SF_F_BYTES_UNKNOWN;
 	if (o) {
-		event_set_owner(e, o);
+		event_set_owner(e, &o->proc);
 		e->duration_ns = e->ts_ns - o->start_ns;
 	} else {
 		e->flags |= SF_F_OWNER_UNKNOWN | SF_F_DURATION_UNKNOWN;
@@ -547,8 +594,11 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 		return 1;
 	}
 
-	/* listen() and connect() run in the caller's context. */
-	struct sf_owner cur = {};
+	/* listen() and connect() run in the caller's context. The cookie is
+	 * fixed now even if the event cannot be written: an accept reads the
+	 * listener's cookie from the socket itself. */
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	struct sf_decision d = {};
 	if (o) {
@@ -582,17 +632,16 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 			 * user space destroys it. */
 			struct sf_listen_key k = { .port = sub.local_port };
 			__builtin_memcpy(k.addr, sub.local_addr, 16);
-			__u64 cookie = bpf_get_socket_cookie(ctx);
 			bpf_map_update_elem(&denied_listeners, &k, &cookie, BPF_ANY);
 		}
 	}
 
-	struct sf_event *e = event_reserve(op == BPF_SOCK_OPS_TCP_LISTEN_CB ? SF_LISTEN : SF_CONNECT);
+	struct sf_event *e = event_reserve(op == BPF_SOCK_OPS_TCP_LISTEN_CB ? SF_LISTEN : SF_CONNECT, now);
 	if (!e)
 		return 1;
 	event_set_owner(e, &cur);
 	event_set_decision(e, &d);
-	e->cookie = bpf_get_socket_cookie(ctx);
+	e->cookie = cookie;
 	e->family = ctx->family;
 	e->protocol = IPPROTO_TCP;
 	e->local_port = ctx->local_port;
@@ -612,10 +661,11 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 		}
 	}
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (tp) {
-		e->netns = BPF_CORE_READ((struct sock *)tp, __sk_common.skc_net.net, ns.inum);
+	if (tp) { /* a BTF pointer: plain loads */
+		struct sock *ks = (struct sock *)tp;
+		e->netns = ks->__sk_common.skc_net.net->ns.inum;
 		if (op == BPF_SOCK_OPS_TCP_LISTEN_CB)
-			e->backlog = BPF_CORE_READ((struct sock *)tp, sk_max_ack_backlog);
+			e->backlog = ks->sk_max_ack_backlog;
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 1;
@@ -632,30 +682,39 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	struct sf_owner *o = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
 	if (cfg_filter_cgroup && !o)
-		return 0; /* not created inside the watched subtree */
+		return 0; /* not a socket of the watched subtree (no hook of it ran) */
 
-	struct sf_event *e = event_reserve(SF_CLOSE);
+	struct sf_event *e = event_reserve(SF_CLOSE, bpf_ktime_get_boot_ns());
 	if (!e)
 		return 0;
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct sf_owner *acc = bpf_map_lookup_elem(&accept_owner, &cookie);
+	/* Only accepted sockets have an accept_owner entry: a socket that
+	 * connected (active) or a listener cannot, so skip the lookup. */
+	struct sf_proc *acc = NULL;
+	if (!(o && o->active) && oldstate != TCP_LISTEN)
+		acc = bpf_map_lookup_elem(&accept_owner, &cookie);
 	if (acc) {
 		event_set_owner(e, acc);
 		if (o)
 			e->duration_ns = e->ts_ns - o->start_ns;
 		bpf_map_delete_elem(&accept_owner, &cookie);
 	} else if (o) {
-		event_set_owner(e, o);
+		event_set_owner(e, &o->proc);
 		e->duration_ns = e->ts_ns - o->start_ns;
 	} else {
 		e->flags |= SF_F_OWNER_UNKNOWN | SF_F_DURATION_UNKNOWN;
 	}
 	e->cookie = cookie;
 	e->protocol = IPPROTO_TCP;
-	addrs_from_sock(e, sk);
-	/* The port is already released (inet_num is 0); inet_sport keeps it. */
-	e->local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	addrs_from_btf_sock(e, sk);
+	/* The port is already released (inet_num is 0); inet_sport keeps it.
+	 * It lies beyond struct sock, so it is read through the tcp_sock
+	 * pointer (plain load) when there is one. */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		e->local_port = bpf_ntohs(((struct inet_sock *)tp)->inet_sport);
+	else
+		e->local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (tp) {
 		/* bytes_acked and bytes_received count sequence space: take out
 		 * the SYN this side sent and the FINs, to leave the payload. */
@@ -697,13 +756,6 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 
 /* ---- syscalls that need the process and the fd --------------------------- */
 
-struct sys_enter_ctx {
-	__u64 common;
-	int nr;
-	int _pad;
-	long args[6];
-};
-
 struct sys_exit_ctx {
 	__u64 common;
 	int nr;
@@ -711,14 +763,17 @@ struct sys_exit_ctx {
 	long ret;
 };
 
+/* The socket behind one of the calling task's fds. The task and its fd
+ * table are BTF pointers (plain loads); from the fd array on, the pointers
+ * are untyped to the verifier and each step is a probe read. */
 static __always_inline struct sock *sock_from_fd(long fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = t->files->fdt;
+	unsigned int max = fdt->max_fds;
 	if (fd < 0 || fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
@@ -730,31 +785,19 @@ static __always_inline struct sock *sock_from_fd(long fd)
 	return BPF_CORE_READ(so, sk);
 }
 
-static __always_inline int remember_fd(struct sys_enter_ctx *ctx)
+/* The system call's first argument (accept's listening fd, connect's fd).
+ * At syscall exit the task's saved user registers still hold it (the
+ * syscall tracepoints run for 64-bit system calls only, where it is di), so
+ * no program on syscall entry and no map are needed to carry it over. */
+static __always_inline long syscall_arg0(void)
 {
-	if (!in_watched_cgroup())
-		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__s64 fd = ctx->args[0];
-	bpf_map_update_elem(&pending_fd, &id, &fd, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int take_fd(__s64 *fd)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__s64 *p = bpf_map_lookup_elem(&pending_fd, &id);
-	if (!p)
-		return 0;
-	*fd = *p;
-	bpf_map_delete_elem(&pending_fd, &id);
-	return 1;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return regs->di;
 }
 
 static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 {
-	__s64 lfd;
-	if (!take_fd(&lfd) || ctx->ret < 0)
+	if (ctx->ret < 0 || !in_watched_cgroup())
 		return 0;
 	struct sock *sk = sock_from_fd(ctx->ret);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
@@ -762,18 +805,18 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	struct sf_event *e = event_reserve(SF_ACCEPT);
+	struct sf_event *e = event_reserve(SF_ACCEPT, bpf_ktime_get_boot_ns());
 	if (!e)
 		return 0;
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	event_set_owner(e, &cur);
 	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	struct sock *lsk = sock_from_fd(lfd);
+	struct sock *lsk = sock_from_fd(syscall_arg0());
 	if (lsk)
 		e->listener_cookie = BPF_CORE_READ(lsk, __sk_common.skc_cookie.counter);
 	e->protocol = IPPROTO_TCP;
-	addrs_from_sock(e, sk);
+	addrs_from_sock(e, sk, family);
 	if (cfg_enforce) {
 		/* Decided in socket lookup (no process there); recomputed here,
 		 * uncounted, to name the verdict on the event. */
@@ -783,16 +826,11 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 		decide(&sub, &d, 0);
 		event_set_decision(e, &d);
 	}
-	cur.start_ns = e->ts_ns;
 	bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int sf_enter_accept(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int sf_enter_accept4(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
 SEC("tracepoint/syscalls/sys_exit_accept")
 int sf_exit_accept(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
 SEC("tracepoint/syscalls/sys_exit_accept4")
@@ -800,30 +838,26 @@ int sf_exit_accept4(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
 
 /* UDP connect(): TCP connects are reported by sockops, which also sees
  * connects that do not come from connect() (TCP fast open). */
-SEC("tracepoint/syscalls/sys_enter_connect")
-int sf_enter_connect(struct sys_enter_ctx *ctx) { return remember_fd(ctx); }
-
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sf_exit_connect(struct sys_exit_ctx *ctx)
 {
-	__s64 fd;
-	if (!take_fd(&fd) || ctx->ret != 0)
+	if (ctx->ret != 0 || !in_watched_cgroup())
 		return 0;
-	struct sock *sk = sock_from_fd(fd);
+	struct sock *sk = sock_from_fd(syscall_arg0());
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
 	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	struct sf_event *e = event_reserve(SF_CONNECT);
+	struct sf_event *e = event_reserve(SF_CONNECT, bpf_ktime_get_boot_ns());
 	if (!e)
 		return 0;
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	event_set_owner(e, &cur);
 	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	e->protocol = IPPROTO_UDP;
-	addrs_from_sock(e, sk);
+	addrs_from_sock(e, sk, family);
 	if (e->remote_port == 0) { /* connect(AF_UNSPEC): a disconnect */
 		bpf_ringbuf_discard(e, 0);
 		return 0;
@@ -905,7 +939,7 @@ static __always_inline int bind_hook(struct bpf_sock_addr *ctx, const int v6)
 		return 1;
 	if (bpf_ntohs((__u16)ctx->user_port) == 0)
 		return 1; /* the kernel picks the port: decided in post_bind */
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	struct sf_subject sub = { .op = SF_OP_BIND };
 	subject_from_addr(&sub, ctx, v6, 0);
@@ -916,7 +950,7 @@ static __always_inline int bind_hook(struct bpf_sock_addr *ctx, const int v6)
 		set_pending(owner_storage(ctx->sk, 1), &d);
 		return 1;
 	}
-	struct sf_event *e = event_reserve(SF_BIND);
+	struct sf_event *e = event_reserve(SF_BIND, bpf_ktime_get_boot_ns());
 	if (e) {
 		event_set_owner(e, &cur);
 		event_set_decision(e, &d);
@@ -936,7 +970,7 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, const int v6)
 {
 	if (!cfg_enforce || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
 		return 1;
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	struct sf_subject sub = { .op = SF_OP_CONNECT };
 	subject_from_addr(&sub, ctx, v6, 1);
@@ -948,7 +982,7 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, const int v6)
 			set_pending(owner_storage(ctx->sk, 1), &d); /* reported by TCP_CONNECT_CB */
 		return 1;
 	}
-	struct sf_event *e = event_reserve(SF_CONNECT);
+	struct sf_event *e = event_reserve(SF_CONNECT, bpf_ktime_get_boot_ns());
 	if (e) {
 		event_set_owner(e, &cur);
 		event_set_decision(e, &d);
@@ -970,7 +1004,7 @@ static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
 {
 	if (!cfg_enforce || ctx->protocol != IPPROTO_UDP)
 		return 1;
-	struct sf_owner cur = {};
+	struct sf_proc cur;
 	owner_from_current(&cur);
 	struct sf_subject sub = { .op = SF_OP_CONNECT };
 	subject_from_addr(&sub, ctx, v6, 1);
@@ -991,7 +1025,7 @@ static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
 		o->udp_dst[n].port = sub.remote_port;
 		o->udp_next = (n + 1) & 3;
 	}
-	struct sf_event *e = event_reserve(SF_CONNECT);
+	struct sf_event *e = event_reserve(SF_CONNECT, bpf_ktime_get_boot_ns());
 	if (e) {
 		event_set_owner(e, &cur);
 		event_set_decision(e, &d);

@@ -63,14 +63,19 @@ struct sf_event {
 	char exe[SF_EXE_LEN];
 };
 
-/* Who owns a socket: kept in socket-local storage because the kernel closes
- * sockets (and completes handshakes) outside the owner's context. */
-struct sf_owner {
+/* A process, as events name it. */
+struct sf_proc {
 	__u64 cgroup_id;
-	__u64 start_ns;        /* creation, listen or connection time */
 	__u32 pid;
 	__u32 uid;
 	char comm[SF_COMM_LEN];
+};
+
+/* Who owns a socket: kept in socket-local storage because the kernel closes
+ * sockets (and completes handshakes) outside the owner's context. */
+struct sf_owner {
+	struct sf_proc proc;
+	__u64 start_ns;        /* creation, listen or connection time */
 	__u32 active;          /* TCP: this side sent the SYN (counts in bytes_acked) */
 	/* enforce: a decision taken in one hook, reported by a later one
 	 * (bind -> post_bind, connect -> TCP_CONNECT_CB) */

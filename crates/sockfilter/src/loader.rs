@@ -111,16 +111,6 @@ const HOOKS: &[Hook] = &[
         what: "tp_btf/inet_sock_set_state",
     },
     Hook {
-        program: "sf_enter_accept",
-        kind: HookKind::TracePoint("syscalls", "sys_enter_accept"),
-        what: "tracepoint syscalls:sys_enter_accept",
-    },
-    Hook {
-        program: "sf_enter_accept4",
-        kind: HookKind::TracePoint("syscalls", "sys_enter_accept4"),
-        what: "tracepoint syscalls:sys_enter_accept4",
-    },
-    Hook {
         program: "sf_exit_accept",
         kind: HookKind::TracePoint("syscalls", "sys_exit_accept"),
         what: "tracepoint syscalls:sys_exit_accept",
@@ -129,11 +119,6 @@ const HOOKS: &[Hook] = &[
         program: "sf_exit_accept4",
         kind: HookKind::TracePoint("syscalls", "sys_exit_accept4"),
         what: "tracepoint syscalls:sys_exit_accept4",
-    },
-    Hook {
-        program: "sf_enter_connect",
-        kind: HookKind::TracePoint("syscalls", "sys_enter_connect"),
-        what: "tracepoint syscalls:sys_enter_connect",
     },
     Hook {
         program: "sf_exit_connect",
