@@ -345,6 +345,18 @@ impl Agent {
     }
 }
 
+/// (read and compiled, written) milliseconds from `sockfilter enforce`'s
+/// ready line: "... (policy read and compiled in N ms, written to the
+/// kernel in M ms) ...".
+fn parse_policy_times(stderr: &str) -> Option<(f64, f64)> {
+    let line = stderr.lines().find(|l| l.contains("read and compiled in "))?;
+    let num_after = |pat: &str| -> Option<f64> {
+        let rest = &line[line.find(pat)? + pat.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    Some((num_after("compiled in ")?, num_after("written to the kernel in ")?))
+}
+
 /// Counts event lines of an agent's stdout: everything after the ready
 /// line, except loss reports (`Lost N events` from bpftrace,
 /// `{"event":"lost","count":N}` from sockfilter), which are summed.
@@ -470,6 +482,14 @@ impl Running {
             )),
             Running::Proc(_, false) => None,
             Running::Lib(c) => Some((c.events(), c.lost())),
+        }
+    }
+
+    /// What it has written to stderr so far (a process agent).
+    fn stderr(&self) -> Option<String> {
+        match self {
+            Running::Proc(a, _) => Some(a.stderr.lock().unwrap().clone()),
+            Running::Lib(_) => None,
         }
     }
 
@@ -678,6 +698,9 @@ impl Bench {
         r.line("|---|---|---|---|---|---|---|---|---|");
         let modes = self.args.modes.clone();
         let agents = self.args.agents.clone();
+        // enforce agent -> (read+compiled ms, written ms) of each start
+        let mut policy_startup: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+            Default::default();
         for mode in &modes {
             for agent in &agents {
                 if agent != "library" && self.agent_argv(agent)?.is_none() {
@@ -693,6 +716,7 @@ impl Bench {
                 }
                 let mut pairs = Vec::new();
                 let mut failed = None;
+                let mut startup: Vec<(f64, f64)> = Vec::new();
                 for i in 0..self.args.pairs {
                     note(format!("throughput {mode} {agent} pair {}", i + 1));
                     let base = self.load(&self.mode_args(mode))?;
@@ -704,6 +728,9 @@ impl Bench {
                             break;
                         }
                     };
+                    if let Some(t) = a.stderr().as_deref().and_then(parse_policy_times) {
+                        startup.push(t);
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                     let (c0, n0) = (a.cpu(), a.counts());
                     let run = self.load(&self.mode_args(mode))?;
@@ -782,9 +809,35 @@ impl Bench {
                     .map(|p| json!({"base": p.base, "agent": p.agent, "cpu": p.cpu, "events": p.events, "lost": p.lost}))
                     .collect();
                 note(format!("raw {mode} {agent}: {}", Value::Array(raw)));
+                if !startup.is_empty() {
+                    policy_startup.entry(agent.clone()).or_default().extend(startup);
+                }
             }
         }
         r.line("");
+        if !policy_startup.is_empty() {
+            r.line("### `sockfilter enforce` start-up");
+            r.line("");
+            r.line("From each enforce agent's ready line on stderr (`policy read and compiled in N ms, written to the kernel in M ms`), over every start of the throughput section: median [min, max].");
+            r.line("");
+            r.line("| agent | starts | read and compiled (ms) | written to the kernel (ms) |");
+            r.line("|---|---|---|---|");
+            for (agent, times) in &policy_startup {
+                let c = Spread::of(&times.iter().map(|t| t.0).collect::<Vec<_>>()).unwrap();
+                let w = Spread::of(&times.iter().map(|t| t.1).collect::<Vec<_>>()).unwrap();
+                r.line(format!(
+                    "| {agent} | {} | {:.0} [{:.0}, {:.0}] | {:.0} [{:.0}, {:.0}] |",
+                    times.len(),
+                    c.median,
+                    c.min,
+                    c.max,
+                    w.median,
+                    w.min,
+                    w.max
+                ));
+            }
+            r.line("");
+        }
         Ok(())
     }
 
