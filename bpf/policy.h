@@ -292,13 +292,6 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 	struct sf_bitmap *b[SF_DIMS];
 #pragma unroll
 	for (int i = 0; i < SF_DIMS; i++) {
-		/* A dimension no rule constrains has the all-rules bitmap: ANDing
-		 * it changes nothing, and neither does ANDing the kind bitmap a
-		 * second time, so it costs no hash lookup. */
-		if (i != SF_DIM_KIND && !(used & (1 << i))) {
-			b[i] = b[SF_DIM_KIND];
-			continue;
-		}
 		struct sf_bitmap_key k = { .slot = slot, .id = ids[i] };
 		b[i] = bpf_map_lookup_elem(&pol_bitmaps, &k);
 		if (!b[i])
