@@ -209,7 +209,9 @@ impl Extra for Enforcing {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let (policy, compiled) = match prepare(&args.policy) {
+    let prepared = prepare(&args.policy);
+    let parsed = started.elapsed();
+    let (policy, compiled) = match prepared {
         Ok(p) => p,
         Err(lines) => {
             for l in lines {
@@ -231,7 +233,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         state.scan_namespaces(&mut watcher);
         watcher.set_rule_names(state.enforcer.rule_names());
-        let parsed = started.elapsed();
         let t = Instant::now();
         state
             .enforcer
