@@ -229,7 +229,11 @@ print(attempt(lambda: u.recv(100)))
     let (flow, ok, _) = run.next_drop("drop of the UDP socket");
     // The drop can land before the program asks for its port, which then
     // reads 0 (the destroyed socket is unbound).
-    assert!(port == flow.local.port || port == 0, "{port} vs {}", flow.local.port);
+    assert!(
+        port == flow.local.port || port == 0,
+        "{port} vs {}",
+        flow.local.port
+    );
     assert_ne!(flow.local.port, 0);
     assert_eq!((flow.remote, ok), (None, Ok(())));
     p.send("go");

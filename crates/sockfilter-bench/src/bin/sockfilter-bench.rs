@@ -349,12 +349,17 @@ impl Agent {
 /// ready line: "... (policy read and compiled in N ms, written to the
 /// kernel in M ms) ...".
 fn parse_policy_times(stderr: &str) -> Option<(f64, f64)> {
-    let line = stderr.lines().find(|l| l.contains("read and compiled in "))?;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("read and compiled in "))?;
     let num_after = |pat: &str| -> Option<f64> {
         let rest = &line[line.find(pat)? + pat.len()..];
         rest.split_whitespace().next()?.parse().ok()
     };
-    Some((num_after("compiled in ")?, num_after("written to the kernel in ")?))
+    Some((
+        num_after("compiled in ")?,
+        num_after("written to the kernel in ")?,
+    ))
 }
 
 /// Counts event lines of an agent's stdout: everything after the ready
@@ -810,7 +815,10 @@ impl Bench {
                     .collect();
                 note(format!("raw {mode} {agent}: {}", Value::Array(raw)));
                 if !startup.is_empty() {
-                    policy_startup.entry(agent.clone()).or_default().extend(startup);
+                    policy_startup
+                        .entry(agent.clone())
+                        .or_default()
+                        .extend(startup);
                 }
             }
         }
