@@ -466,17 +466,7 @@ fn an_inbound_peer_from_a_denied_network_never_reaches_accept() {
 fn exe_rules_match_right_after_exec_and_across_fork() {
     let dir = tmpdir("fastexe");
     let cg = TestCgroup::new("enf-fastexe");
-    let src = dir.join("fastbind.c");
-    std::fs::write(
-        &src,
-        "#include <sys/socket.h>\n#include <netinet/in.h>\n#include <arpa/inet.h>\n\
-         int main(void){int s=socket(AF_INET,SOCK_DGRAM,0);struct sockaddr_in a={0};\
-         a.sin_family=AF_INET;a.sin_addr.s_addr=htonl(INADDR_LOOPBACK);\
-         return bind(s,(struct sockaddr*)&a,sizeof a)!=0;}\n",
-    )
-    .unwrap();
-    let bin = dir.join("fastbind");
-    run(Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src));
+    let bin = fastbind(&dir);
     let py_f = python_as(&dir, "forker");
     let policy = write_policy(
         &dir,

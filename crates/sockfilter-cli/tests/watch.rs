@@ -400,17 +400,7 @@ fn a_process_that_execs_and_binds_at_once_has_the_right_exe() {
     let cg = TestCgroup::new("exec");
     let dir = std::env::temp_dir().join(format!("sf-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("fastbind.c");
-    std::fs::write(
-        &src,
-        "#include <sys/socket.h>\n#include <netinet/in.h>\n#include <arpa/inet.h>\n\
-         int main(void){int s=socket(AF_INET,SOCK_DGRAM,0);struct sockaddr_in a={0};\
-         a.sin_family=AF_INET;a.sin_addr.s_addr=htonl(INADDR_LOOPBACK);\
-         return bind(s,(struct sockaddr*)&a,sizeof a)!=0;}\n",
-    )
-    .unwrap();
-    let bin = dir.join("fastbind");
-    run(Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src));
+    let bin = fastbind(&dir);
     let link = dir.join("link-to-fastbind");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&bin, &link).unwrap();
