@@ -6,6 +6,7 @@
 use anyhow::Context;
 use sockfilter::diag::{tcp_state, DiagSocket};
 use sockfilter_model::event::{Event, EventKind, Family, Owner, Proto};
+use sockfilter_model::text::{escape, escape_or};
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
@@ -51,15 +52,16 @@ pub fn proto_label(proto: Proto, family: Family) -> String {
     )
 }
 
-/// The owner columns: pid, uid, comm, exe, cgroup ("-" when unknown).
+/// The owner columns: pid, uid, comm, exe, cgroup ("-" when unknown),
+/// escaped for a terminal.
 pub fn owner_cells(owner: Option<&Owner>) -> [String; 5] {
     match owner {
         Some(o) => [
             o.pid.to_string(),
             o.uid.to_string(),
-            o.comm.clone(),
-            o.exe.clone().unwrap_or_else(|| "-".into()),
-            o.cgroup.clone().unwrap_or_else(|| "-".into()),
+            escape(&o.comm).into_owned(),
+            escape_or(o.exe.as_deref(), "-").into_owned(),
+            escape_or(o.cgroup.as_deref(), "-").into_owned(),
         ],
         None => ["-", "-", "-", "-", "-"].map(String::from),
     }

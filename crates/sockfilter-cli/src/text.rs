@@ -1,6 +1,9 @@
-//! The human-readable, aligned event line.
+//! The human-readable, aligned event line. Every string a process controls
+//! (comm, exe, cgroup) is escaped: no terminal escape sequence or newline
+//! from a process reaches the terminal.
 
 use sockfilter_model::event::{Event, EventKind, Verdict};
+use sockfilter_model::text::{escape, escape_or};
 
 const RESET: &str = "\x1b[0m";
 
@@ -36,8 +39,8 @@ pub fn event_line(e: &Event, colour: bool) -> String {
             "pid {:<7} uid {:<5} {:<15} {}",
             o.pid,
             o.uid,
-            o.comm,
-            o.exe.as_deref().unwrap_or("?")
+            escape(&o.comm),
+            escape_or(o.exe.as_deref(), "?")
         ),
         None => "pid ?       (owner unknown)".into(),
     };
@@ -69,7 +72,7 @@ pub fn event_line(e: &Event, colour: bool) -> String {
             e.verdict.as_str(),
             e.rule
                 .as_deref()
-                .map(|r| format!(" rule={r}"))
+                .map(|r| format!(" rule={}", escape(r)))
                 .unwrap_or_default()
         ));
     }

@@ -10,5 +10,6 @@
 pub mod event;
 pub mod flow;
 pub mod policy;
+pub mod text;
 
 pub use event::{Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};

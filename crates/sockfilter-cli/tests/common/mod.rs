@@ -97,24 +97,31 @@ impl Watch {
 
     /// Runs sockfilter with `args` and waits for `ready` on its stderr.
     pub fn spawn(args: &[std::ffi::OsString], ready: &str) -> Watch {
-        let mut child = Command::new(sockfilter())
+        let child = Command::new(sockfilter())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start sockfilter watch");
+        Watch::wrap(child, ready)
+    }
+
+    /// Follows a started sockfilter (stderr piped) until `ready` appears on
+    /// its stderr. Its stdout, if piped and not taken, is read as JSON lines.
+    pub fn wrap(mut child: Child, ready: &str) -> Watch {
         let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("watch printed non-JSON {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("watch printed non-JSON {line:?}: {e}"));
+                    if tx.send(v).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         let (etx, stderr) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
