@@ -1,9 +1,11 @@
 //! `sockfilter listeners`: every TCP socket in LISTEN and every bound,
 //! unconnected UDP socket right now, in every network namespace that has a
-//! process, one row per (socket, process holding it) — what `ss -ltnup`
-//! and `ss -lunp` show, as `existing` events of the JSON contract.
+//! process, one entry per socket as `ss -ltnup` prints one line per socket,
+//! as `existing` events of the JSON contract plus `owners`: every process
+//! holding the socket (forking servers, nginx workers, socket activation).
 
 use anyhow::Context;
+use serde_json::{json, Value};
 use sockfilter::diag::{tcp_state, DiagSocket};
 use sockfilter_model::event::{Event, EventKind, Family, Owner, Proto};
 use sockfilter_model::text::{escape, escape_or};
@@ -16,20 +18,45 @@ use std::time::SystemTime;
 #[derive(clap::Args)]
 pub struct Args {
     /// Print a JSON array of objects with the fields of the watch contract
-    /// (`event` is `listen` for TCP, `bind` for UDP; `existing` is true).
+    /// (`event` is `listen` for TCP, `bind` for UDP; `existing` is true),
+    /// plus `owners`: every process holding the socket.
     #[arg(long)]
     pub json: bool,
 }
 
+/// One listening socket: the event naming its owner (the process that
+/// called listen() when known, otherwise the lowest pid holding it) and
+/// every process holding it, lowest pid first.
+pub struct Listener {
+    /// The `existing` listen (TCP) or bind (UDP) event.
+    pub event: Event,
+    /// Every process with a descriptor for the socket.
+    pub owners: Vec<Owner>,
+}
+
+impl Listener {
+    /// The event's JSON object plus `owners: [{"pid", "comm", "exe"}]`.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.event.to_json();
+        let owners: Vec<Value> = self
+            .owners
+            .iter()
+            .map(|o| json!({ "pid": o.pid, "comm": o.comm, "exe": o.exe }))
+            .collect();
+        v["owners"] = owners.into();
+        v
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let events = listener_events()?;
+    let listeners = listeners()?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let all: Vec<serde_json::Value> = events.iter().map(Event::to_json).collect();
+        let all: Vec<Value> = listeners.iter().map(Listener::to_json).collect();
         serde_json::to_writer_pretty(&mut out, &all)?;
         writeln!(out)?;
     } else {
-        let rows = events.iter().map(row).collect();
+        let rows = listeners.iter().map(row).collect();
         write!(
             out,
             "{}",
@@ -67,9 +94,16 @@ pub fn owner_cells(owner: Option<&Owner>) -> [String; 5] {
     }
 }
 
-fn row(e: &Event) -> Vec<String> {
+/// The table row; the PID cell reads `1234+2` when two more processes
+/// hold the socket.
+fn row(l: &Listener) -> Vec<String> {
+    let e = &l.event;
     let mut r = vec![proto_label(e.proto, e.family), e.local.to_string()];
-    r.extend(owner_cells(e.owner.as_ref()));
+    let mut owner = owner_cells(e.owner.as_ref());
+    if l.owners.len() > 1 {
+        owner[0] = format!("{}+{}", owner[0], l.owners.len() - 1);
+    }
+    r.extend(owner);
     r.push(e.netns.map(|n| n.to_string()).unwrap_or_else(|| "-".into()));
     r.push(format!("sk:{:x}", e.socket));
     r
@@ -111,50 +145,54 @@ pub fn is_listener(s: &DiagSocket) -> bool {
     }
 }
 
-/// The owner of `pid` as /proc shows it now.
-pub fn listener_events() -> anyhow::Result<Vec<Event>> {
+/// Every listening socket now, one entry per socket, sorted by protocol
+/// (TCP first), port, address and namespace.
+pub fn listeners() -> anyhow::Result<Vec<Listener>> {
     let sockets = sockfilter::diag::sockets_all_namespaces()
         .context("asking the kernel for its sockets (sock_diag)")?;
     let holders = sockfilter::procfs::socket_owners();
-    let mut owners: HashMap<u32, Owner> = HashMap::new();
+    let mut known: HashMap<u32, Owner> = HashMap::new();
     let now = SystemTime::now();
-    let mut events = Vec::new();
-    for s in sockets.iter().filter(|s| is_listener(s)) {
-        let tcp = s.protocol == libc::IPPROTO_TCP as u8;
-        let pids = holders.get(&s.inode).cloned().unwrap_or_default();
-        let who: Vec<Option<Owner>> = if pids.is_empty() {
-            vec![None]
-        } else {
-            pids.iter()
+    let mut listeners: Vec<Listener> = sockets
+        .iter()
+        .filter(|s| is_listener(s))
+        .map(|s| {
+            // socket_owners sorts the pids: the first is the lowest.
+            let owners: Vec<Owner> = holders
+                .get(&s.inode)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
                 .map(|&p| {
-                    Some(
-                        owners
-                            .entry(p)
-                            .or_insert_with(|| sockfilter::procfs::owner(p))
-                            .clone(),
-                    )
+                    known
+                        .entry(p)
+                        .or_insert_with(|| sockfilter::procfs::owner(p))
+                        .clone()
                 })
-                .collect()
-        };
-        for owner in who {
-            let kind = if tcp {
+                .collect();
+            let kind = if s.protocol == libc::IPPROTO_TCP as u8 {
                 EventKind::Listen
             } else {
                 EventKind::Bind
             };
-            events.push(sockfilter::watch::existing_event(s, kind, owner, None, now));
-        }
-    }
-    events.sort_by_key(|e| {
+            let owner = owners.first().cloned();
+            Listener {
+                event: sockfilter::watch::existing_event(s, kind, owner, None, now),
+                owners,
+            }
+        })
+        .collect();
+    listeners.sort_by_key(|l| {
+        let e = &l.event;
         (
             e.proto == Proto::Udp,
             e.local.port,
             e.local.ip,
             e.netns,
-            e.owner.as_ref().map(|o| o.pid),
+            e.socket,
         )
     });
-    Ok(events)
+    Ok(listeners)
 }
 
 #[cfg(test)]

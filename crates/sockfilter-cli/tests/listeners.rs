@@ -101,6 +101,23 @@ fn in_netns(ns: &TestNetns, program: &str, args: &[&str]) -> Command {
     c
 }
 
+/// The pids in an entry's `owners`, in the order listed.
+fn owner_pids(v: &Value) -> Vec<u32> {
+    v["owners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no owners in {v}"))
+        .iter()
+        .map(|o| o["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn readlink_exe(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .unwrap()
@@ -242,21 +259,26 @@ sys.stdin.readline()
             }
         })
         .collect();
+    // One entry per socket; every process holding it is in `owners`.
+    let cookies_listed: BTreeSet<u64> =
+        ours.iter().map(|v| v["socket"].as_u64().unwrap()).collect();
+    assert_eq!(cookies_listed.len(), ours.len(), "one entry per socket");
     let got: BTreeSet<(String, u16, u32, u64)> = ours
         .iter()
-        .map(|v| {
-            (
-                v["proto"].as_str().unwrap().to_string(),
-                port_of(v, "local") as u16,
-                v["pid"].as_u64().unwrap() as u32,
-                v["socket"].as_u64().unwrap(),
-            )
+        .flat_map(|v| {
+            owner_pids(v).into_iter().map(move |pid| {
+                (
+                    v["proto"].as_str().unwrap().to_string(),
+                    port_of(v, "local") as u16,
+                    pid,
+                    v["socket"].as_u64().unwrap(),
+                )
+            })
         })
         .collect();
-    assert_eq!(got.len(), ours.len(), "one row per (socket, owner)");
     assert_eq!(
         got, want,
-        "listeners --json vs ss (proto, port, pid, cookie)"
+        "listeners --json owners vs ss (proto, port, pid, cookie)"
     );
 
     // Who is expected where, independently of ss.
@@ -272,23 +294,33 @@ sys.stdin.readline()
     );
     assert_eq!(pids_on(reuse_port), [reuse1.pid(), reuse2.pid()].into());
     assert_eq!(pids_on(udp_port), [udp.pid()].into());
-    let cookies =
-        |port: u16| -> BTreeSet<u64> { got.iter().filter(|r| r.1 == port).map(|r| r.3).collect() };
-    assert_eq!(cookies(fork_port).len(), 1, "one shared socket");
-    assert_eq!(cookies(reuse_port).len(), 2, "two SO_REUSEPORT sockets");
+    let entries = |port: u16| -> Vec<&&Value> {
+        ours.iter()
+            .filter(|v| port_of(v, "local") as u16 == port)
+            .collect()
+    };
+    let fork_entry = entries(fork_port);
+    assert_eq!(fork_entry.len(), 1, "one entry for the shared socket");
+    assert_eq!(
+        fork_entry[0]["pid"],
+        fork.pid(),
+        "the parent, which called listen() (the lowest pid): {}",
+        fork_entry[0]
+    );
+    assert_eq!(entries(reuse_port).len(), 2, "two SO_REUSEPORT sockets");
 
     for v in ours {
         let pid = v["pid"].as_u64().unwrap() as u32;
+        assert_eq!(Some(&pid), owner_pids(v).first(), "the lowest pid: {v}");
         let udp = v["proto"] == "udp";
         assert_eq!(v["event"], if udp { "bind" } else { "listen" }, "{v}");
         assert_eq!(v["exe"], readlink_exe(pid), "{v}");
-        assert_eq!(
-            v["comm"],
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap()
-                .trim(),
-            "{v}"
-        );
+        assert_eq!(v["comm"], comm_of(pid), "{v}");
+        for o in v["owners"].as_array().unwrap() {
+            let p = o["pid"].as_u64().unwrap() as u32;
+            assert_eq!(o["exe"], readlink_exe(p), "{v}");
+            assert_eq!(o["comm"], comm_of(p), "{v}");
+        }
         assert_eq!(v["cgroup"], cg.name(), "{v}");
         assert_eq!(v["uid"], 0, "{v}");
         assert_eq!(v["existing"], true, "{v}");
@@ -310,11 +342,15 @@ sys.stdin.readline()
 #[test]
 fn default_output_is_an_aligned_table() {
     let cg = TestCgroup::new("listeners-table");
+    // A listener shared with two forked children: one row, `PID+2`.
     let (p, line, _o) = python(
         &cg,
         r#"
-import socket, sys
+import os, socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+for _ in range(2):
+    if os.fork() == 0:
+        sys.stdin.readline(); os._exit(0)
 print(s.getsockname()[1])
 sys.stdin.readline()
 "#,
@@ -329,14 +365,110 @@ sys.stdin.readline()
     let header = lines.next().unwrap();
     assert!(header.starts_with("PROTO"), "{header}");
     let col = header.find("PID").unwrap();
-    let row = lines
-        .find(|l| l.contains(&format!("127.0.0.1:{line} ")))
-        .unwrap_or_else(|| panic!("no row for port {line}:\n{text}"));
+    let rows: Vec<&str> = lines
+        .filter(|l| l.contains(&format!("127.0.0.1:{line} ")))
+        .collect();
+    assert_eq!(rows.len(), 1, "one row per socket:\n{text}");
+    let row = rows[0];
     assert!(row.starts_with("tcp4"), "{row}");
     assert_eq!(
         row[col..].split_whitespace().next(),
-        Some(p.pid().to_string().as_str()),
+        Some(format!("{}+2", p.pid()).as_str()),
         "the PID column lines up with its header:\n{header}\n{row}"
     );
     assert!(row.contains(&python_exe()), "{row}");
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The pids `ss -ltnpH` lists for `port` in the namespace.
+fn ss_pids(ns: &TestNetns, port: u16) -> BTreeSet<u32> {
+    ss_rows(ns, "-ltnpeH", "tcp", &[port])
+        .into_iter()
+        .map(|r| r.2)
+        .collect()
+}
+
+#[test]
+fn nginx_master_and_workers_are_one_entry_with_every_owner() {
+    let cg = TestCgroup::new("listeners-nginx");
+    let ns = TestNetns::new("lnginx");
+    let dir = TempDir(std::env::temp_dir().join(format!("sf-nginx-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir(&dir.0).unwrap();
+    let d = dir.0.display();
+    // The namespace is fresh, so a fixed port is free.
+    let port = 18090u16;
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 16; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; return 204; }} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "nginx", "-e"])
+        .arg(dir.0.join("error.log"))
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cg.enter(&mut cmd);
+    let master = Proc(cmd.spawn().expect("nginx (Debian package nginx)"));
+
+    // Ready when the master and both workers hold the listener.
+    let deadline = Instant::now() + WAIT;
+    let holders = loop {
+        let pids = ss_pids(&ns, port);
+        if pids.len() >= 3 {
+            break pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx: master and 2 workers not listening on {port} within {WAIT:?} (have {pids:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(holders.contains(&master.pid()), "{holders:?}");
+
+    let netns = ns.inode();
+    let entries: Vec<Value> = listeners_json()
+        .into_iter()
+        .filter(|v| v["netns"] == netns && port_of(v, "local") == u64::from(port))
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry for nginx's listener: {entries:?}"
+    );
+    let e = &entries[0];
+    assert_eq!(e["pid"], master.pid(), "the master called listen(): {e}");
+    assert_eq!(e["comm"], "nginx", "{e}");
+    assert_eq!(e["exe"], readlink_exe(master.pid()), "{e}");
+    assert_eq!(
+        owner_pids(e).into_iter().collect::<BTreeSet<u32>>(),
+        holders,
+        "owners = every process holding the socket: {e}"
+    );
+    for o in e["owners"].as_array().unwrap() {
+        assert_eq!(o["comm"], "nginx", "{e}");
+        assert_eq!(o["exe"], e["exe"], "{e}");
+    }
+    drop(master);
 }
