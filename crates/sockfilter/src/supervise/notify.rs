@@ -1,0 +1,117 @@
+//! The notification loop: receives each held call and dispatches it to
+//! the emulation of its system call family.
+
+use super::accept::do_accept;
+use super::bind_listen::{do_bind, do_listen};
+use super::call::{Answer, Call};
+use super::caller::open_pidfd;
+use super::connect_send::{do_connect, do_send};
+use super::request::Syscall;
+use super::socket::take_socket;
+use super::supervisor::{DecideFn, EventFn};
+use sockfilter_model::event::Endpoint;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::mem::zeroed;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Shared state of one supervision.
+pub(super) struct Core {
+    pub(super) listener: OwnedFd,
+    pub(super) decide: Box<DecideFn>,
+    pub(super) on_event: Option<Box<EventFn>>,
+    /// (socket cookie, pid, destination) already allowed for sendto/sendmsg.
+    pub(super) sent: Mutex<HashSet<(u64, u32, Endpoint)>>,
+    /// cgroup id -> cgroup path.
+    pub(super) cgroups: Mutex<HashMap<u64, String>>,
+}
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): the caller and the
+/// supervisor hand the CPU to each other directly, which halves the latency.
+pub(super) const SYNC_WAKE_UP: u64 = 1;
+
+pub(super) fn notify_loop(core: &Arc<Core>) {
+    let fd = core.listener.as_raw_fd();
+    // SAFETY: the flags are passed by value; an older kernel says EINVAL.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP) };
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                return;
+            }
+            continue;
+        }
+        // SAFETY: seccomp_notif is plain data; the kernel wants it zeroed.
+        let mut notif: libc::seccomp_notif = unsafe { zeroed() };
+        // SAFETY: valid pointer to a seccomp_notif for this ioctl.
+        let r = unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) };
+        if r < 0 {
+            continue; // ENOENT: the task went away; EINTR.
+        }
+        handle(core, &notif);
+    }
+}
+
+pub(super) fn syscall_of(nr: i32) -> Option<Syscall> {
+    Some(match nr as libc::c_long {
+        libc::SYS_bind => Syscall::Bind,
+        libc::SYS_listen => Syscall::Listen,
+        libc::SYS_connect => Syscall::Connect,
+        libc::SYS_accept => Syscall::Accept,
+        libc::SYS_accept4 => Syscall::Accept4,
+        libc::SYS_sendto => Syscall::Sendto,
+        libc::SYS_sendmsg => Syscall::Sendmsg,
+        libc::SYS_sendmmsg => Syscall::Sendmmsg,
+        _ => return None,
+    })
+}
+
+pub(super) fn handle(core: &Arc<Core>, notif: &libc::seccomp_notif) {
+    let mut call = Call {
+        core: core.clone(),
+        id: notif.id,
+        tid: notif.pid,
+        args: notif.data.args,
+        pidfd: None,
+    };
+    let answer = match syscall_of(notif.data.nr) {
+        Some(sc) => match open_pidfd(call.tid) {
+            Ok(fd) => {
+                call.pidfd = Some(Arc::new(fd));
+                serve(&call, sc)
+            }
+            Err(e) => Answer::Result(Err(e)),
+        },
+        None => Answer::Result(Err(libc::ENOSYS)),
+    };
+    call.send(answer);
+}
+
+pub(super) fn serve(call: &Call, sc: Syscall) -> Answer {
+    let sock = match take_socket(call) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Answer::Continue,
+        Err(e) => return Answer::Result(Err(e)),
+    };
+    match sc {
+        Syscall::Bind => Answer::Result(do_bind(call, &sock)),
+        Syscall::Listen => Answer::Result(do_listen(call, &sock)),
+        Syscall::Connect => do_connect(call, sock),
+        Syscall::Accept | Syscall::Accept4 => do_accept(call, sock, sc),
+        Syscall::Sendto | Syscall::Sendmsg | Syscall::Sendmmsg => do_send(call, sock, sc),
+    }
+}
