@@ -5,6 +5,7 @@ use anyhow::Context;
 use sockfilter::supervise::{Operation, Request, SuperviseError, Supervisor, Verdict};
 use sockfilter_model::event::{Endpoint, Event};
 use sockfilter_model::policy::{self, Policy, Subject};
+use sockfilter_model::text::{escape, escape_or};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -156,7 +157,7 @@ fn describe_event(ev: &Event) -> String {
         ev.local,
         ep(ev.remote),
         owner.map_or(0, |o| o.pid),
-        owner.map_or("", |o| o.comm.as_str()),
+        escape(owner.map_or("", |o| o.comm.as_str())),
     );
     match &ev.rule {
         Some(rule) => s.push_str(&format!(" rule {rule}")),
@@ -200,12 +201,14 @@ impl Asker {
                 };
             }
         }
+        // comm and exe are the program's to choose: escaped, so that no
+        // escape sequence or newline of theirs reaches the terminal.
         let prompt = format!(
             "\r\nsockfilter: pid {} ({}, {}) uid {} wants to {} {} {} local {} remote {}\r\n\
              [a]llow once [A]llow always [d]eny once [D]eny always ",
             req.pid,
-            req.comm,
-            req.exe.as_deref().unwrap_or("?"),
+            escape(&req.comm),
+            escape_or(req.exe.as_deref(), "?"),
             req.uid,
             req.op,
             req.proto.as_str(),

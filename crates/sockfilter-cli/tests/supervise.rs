@@ -525,26 +525,10 @@ except OSError as e:
     assert_eq!(run.expect("bind"), "errno 38");
 }
 
-#[test]
-fn ask_on_a_pseudo_terminal() {
-    let dir = TempDir::new("ask");
-    let policy = dir.file(
-        "p.toml",
-        "default = \"deny\"\n\n[[rule]]\nname = \"setup\"\naction = \"allow\"\non = [\"bind\", \"listen\"]\n",
-    );
-    let program = r#"
-import socket
-t = socket.socket()
-t.bind(("127.0.0.1", 0))
-t.listen()
-for i in range(3):
-    try:
-        socket.create_connection(t.getsockname(), timeout=10)
-        print("conn%d ok" % i)
-    except OSError as e:
-        print("conn%d errno %d" % (i, e.errno))
-"#;
-    // The driver runs sockfilter on a pty and answers each prompt with one key.
+/// Runs `argv` on a pseudo-terminal, answering the n-th `--ask` prompt with
+/// the n-th character of `answers`; returns everything written to the
+/// terminal (carriage returns removed), then "prompts N" and "status S".
+fn on_a_pty(argv: &[String], answers: &str) -> String {
     let driver = r#"
 import os, pty, sys, select, json, time
 argv = json.loads(sys.argv[1])
@@ -575,6 +559,34 @@ sys.stdout.write(buf.decode(errors="replace").replace("\r", ""))
 print("\nprompts", asked)
 print("status", os.waitstatus_to_exitcode(st))
 "#;
+    let mut run = Running::start({
+        let mut c = Command::new(PY);
+        c.args(["-c", driver, &serde_json::to_string(argv).unwrap(), answers]);
+        c
+    });
+    assert!(run.wait().success());
+    run.rest().join("\n")
+}
+
+#[test]
+fn ask_on_a_pseudo_terminal() {
+    let dir = TempDir::new("ask");
+    let policy = dir.file(
+        "p.toml",
+        "default = \"deny\"\n\n[[rule]]\nname = \"setup\"\naction = \"allow\"\non = [\"bind\", \"listen\"]\n",
+    );
+    let program = r#"
+import socket
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+for i in range(3):
+    try:
+        socket.create_connection(t.getsockname(), timeout=10)
+        print("conn%d ok" % i)
+    except OSError as e:
+        print("conn%d errno %d" % (i, e.errno))
+"#;
     let mut argv = vec![
         env!("CARGO_BIN_EXE_sockfilter").to_string(),
         "supervise".to_string(),
@@ -584,13 +596,7 @@ print("status", os.waitstatus_to_exitcode(st))
         "--".to_string(),
     ];
     argv.extend(py(program));
-    let mut run = Running::start({
-        let mut c = Command::new(PY);
-        c.args(["-c", driver, &serde_json::to_string(&argv).unwrap(), "aD"]);
-        c
-    });
-    assert!(run.wait().success());
-    let out = run.rest().join("\n");
+    let out = on_a_pty(&argv, "aD");
     assert!(out.contains("conn0 ok"), "{out}");
     assert!(out.contains("conn1 errno 1"), "{out}");
     assert!(out.contains("conn2 errno 1"), "{out}");
@@ -601,6 +607,57 @@ print("status", os.waitstatus_to_exitcode(st))
     assert!(out.contains("wants to connect tcp ipv4"), "{out}");
     assert!(out.contains("(python3, /usr/bin/python3"), "{out}");
     assert!(out.contains("status 0"), "{out}");
+}
+
+/// Attack (issue 9 item 9): a program that names itself with an escape
+/// sequence and a newline, and runs from a path that holds some too, cannot
+/// write them to the terminal through the `--ask` prompt or `--verbose`
+/// lines: they are escaped.
+#[test]
+fn ask_prompt_escapes_what_the_program_controls() {
+    let dir = TempDir::new("askforge");
+    let bindir = dir.0.join("bin\n\x1b[31mFAKE\x1b[0m");
+    std::fs::create_dir(&bindir).unwrap();
+    let exe = bindir.join("python3");
+    std::fs::copy("/usr/bin/python3.11", &exe).unwrap();
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let program = r#"
+import ctypes, socket
+ctypes.CDLL(None).prctl(15, b"\x1b[2J\nforged\\", 0, 0, 0)
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=10)
+except OSError as e:
+    print("conn errno", e.errno)
+"#;
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_sockfilter").to_string(),
+        "supervise".to_string(),
+        "--ask".to_string(),
+        "--verbose".to_string(),
+        "--".to_string(),
+    ];
+    let py_argv = py(program);
+    let at = py_argv.iter().position(|a| a == PY).unwrap();
+    argv.extend(py_argv[..at].iter().cloned());
+    // A copied interpreter finds its library through PYTHONHOME.
+    argv.extend(["env".to_string(), "PYTHONHOME=/usr".to_string()]);
+    argv.push(exe.to_str().unwrap().to_string());
+    argv.extend(py_argv[at + 1..].iter().cloned());
+    let out = on_a_pty(&argv, "d");
+    assert!(out.contains("prompts 1"), "{out}");
+    assert!(out.contains("conn errno 1"), "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "a raw escape reached the terminal: {out:?}"
+    );
+    assert!(
+        out.contains(r"(\x1b[2J\nforged\\, ") && out.contains(r"bin\n\x1b[31mFAKE\x1b[0m/python3)"),
+        "the prompt shows the escaped comm and exe: {out:?}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("forged")),
+        "a forged line: {out:?}"
+    );
 }
 
 #[test]
