@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod doctor;
 mod enforce;
 mod flows;
 mod listeners;
@@ -36,6 +37,8 @@ enum Command {
     Listeners(listeners::Args),
     /// List the current flows: listeners, connections, UDP sockets.
     Flows(flows::Args),
+    /// Probe what this kernel offers for each mechanism sockfilter uses.
+    Doctor(doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Supervise(args) => supervise::run(args),
         Command::Listeners(args) => listeners::run(args),
         Command::Flows(args) => flows::run(args),
+        Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => code,

@@ -65,6 +65,16 @@ impl Output {
                 c.display()
             );
         }
+        // One line naming what this kernel cannot do for this command
+        // (`sockfilter doctor` has the whole picture).
+        let command = if enforce {
+            sockfilter::features::Command::Enforce
+        } else {
+            sockfilter::features::Command::Watch
+        };
+        if let Some(line) = sockfilter::features::degraded_line(command) {
+            eprintln!("sockfilter: {line}");
+        }
         Ok(Watcher::start_with(
             WatchOptions {
                 cgroup: self.cgroup.clone(),

@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod decode;
 pub mod diag;
 pub mod enforce;
+pub mod features;
 pub mod filter;
 pub mod loader;
 pub mod procfs;
