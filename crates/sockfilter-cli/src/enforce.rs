@@ -245,8 +245,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             parsed.as_millis(),
             t.elapsed().as_millis()
         );
+        let destroy = sockfilter::destroy::destroy_method();
         event_loop(watcher, &args.output, &mut state, || {
             eprintln!("{message}");
+            if destroy != sockfilter::destroy::DestroyMethod::BpfIterator {
+                // Degraded: an SO_REUSEPORT member may be out of reach.
+                eprintln!("sockfilter: denied sockets are closed with {destroy}");
+            }
             notify_ready();
         })
         .await

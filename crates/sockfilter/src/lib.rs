@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod cgroup;
 pub mod decode;
+pub mod destroy;
 pub mod diag;
 pub mod enforce;
 pub mod features;
