@@ -205,6 +205,7 @@ pub async fn event_loop(
     };
     let _ = out.flush();
     let malformed = watcher.malformed_total();
+    let not_kept = watcher.older_not_kept();
     let extra_lines = extra.summary(&watcher);
     drop(watcher); // detaches every program before we say we stopped
     let summary: Vec<String> = EventKind::ALL
@@ -220,6 +221,12 @@ pub async fn event_loop(
             String::new()
         }
     );
+    if not_kept > 0 {
+        eprintln!(
+            "sockfilter: {not_kept} sockets older than the watch were beyond the {} whose owner is kept in user space: their closes carried an owner only where the kernel had one",
+            sockfilter::older_sockets::MAX_KEPT
+        );
+    }
     for l in extra_lines {
         eprintln!("sockfilter: {l}");
     }

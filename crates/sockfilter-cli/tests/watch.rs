@@ -326,6 +326,72 @@ sys.stdin.readline()
 }
 
 #[test]
+fn closes_of_sockets_older_than_the_watch_carry_the_snapshots_owner() {
+    let cg = TestCgroup::new("older-close");
+    // An unprivileged owner, so that a uid of 0 cannot pass by accident;
+    // Debian's python3, which uid 65534 can run (a pyenv under /root it cannot).
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("/usr/bin/python3");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .arg("/usr/bin/python3")
+    .args([
+        "-u",
+        "-c",
+        r#"
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+sys.stdin.readline()
+c.close(); a.close(); s.close(); u.close()
+print("closed")
+sys.stdin.readline()
+"#,
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped());
+    let (mut p, _ready, mut out) = spawn_ready(&cg, cmd);
+    let pid = p.pid();
+    let mut w = Watch::start(&cg, &[]);
+    let existing: Vec<Value> = w.expect_count("existing sockets", 4, |v| {
+        is(v, "listen", pid) || is(v, "accept", pid) || is(v, "connect", pid) || is(v, "bind", pid)
+    });
+    use std::io::Write;
+    writeln!(p.0.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(read_line(&mut out), "closed");
+    for e in &existing {
+        assert_eq!(e["existing"], true, "{e}");
+        let sock = e["socket"].clone();
+        let close = w.expect(&format!("close of existing {e}"), |v| {
+            v["event"] == "close" && v["socket"] == sock
+        });
+        assert_eq!(close["pid"], pid, "{close}");
+        assert_eq!(close["uid"], 65534, "{close}");
+        assert_eq!(close["comm"], "python3", "{close}");
+        assert_eq!(close["exe"], python.to_str().unwrap(), "{close}");
+        assert_eq!(close["cgroup"], cg.name(), "{close}");
+        assert_eq!(close["proto"], e["proto"], "{close}");
+        assert_eq!(close["local"], e["local"], "{close}");
+        // The kernel keeps no creation time for a socket it saw before.
+        assert_eq!(close["duration_ns"], Value::Null, "{close}");
+    }
+    let client = existing.iter().find(|v| v["event"] == "connect").unwrap();
+    let sock = client["socket"].clone();
+    let close = w.expect("client close", |v| {
+        v["event"] == "close" && v["socket"] == sock
+    });
+    assert_eq!(close["bytes_sent"], 0, "no SYN counted as payload: {close}");
+}
+
+#[test]
 fn a_burst_of_1000_listeners_arrives_complete() {
     let cg = TestCgroup::new("burst");
     let mut w = Watch::start(&cg, &["--no-existing"]);

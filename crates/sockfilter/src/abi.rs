@@ -135,6 +135,84 @@ pub struct SfExe {
 // matter (the kernel copies bytes).
 unsafe impl aya::Pod for SfExe {}
 
+/// `struct sf_proc`: a process as the BPF programs record it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfProc {
+    /// cgroup v2 id (inode of the cgroup's directory).
+    pub cgroup_id: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One of `sf_owner.udp_dst`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfUdpDst {
+    /// Address, network order, v4-mapped.
+    pub addr: [u8; 16],
+    /// Port, host order.
+    pub port: u16,
+    /// Padding.
+    pub _pad: u16,
+}
+
+/// `struct sf_owner`: a socket's owner, kept in the `sk_owner`
+/// socket-local storage.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfOwner {
+    /// The owning process.
+    pub proc: SfProc,
+    /// Creation, listen or connection time (boot clock); 0 = unknown.
+    pub start_ns: u64,
+    /// TCP: this side sent the SYN.
+    pub active: u32,
+    /// enforce: a decision waits to be reported.
+    pub pending: u8,
+    /// enforce: that decision's verdict.
+    pub verdict: u8,
+    /// enforce: the policy slot that decided.
+    pub slot: u8,
+    /// enforce: next `udp_dst` slot to overwrite.
+    pub udp_next: u8,
+    /// enforce: the deciding rule.
+    pub rule: u32,
+    /// enforce: the last UDP destinations reported.
+    pub udp_dst: [SfUdpDst; 4],
+}
+
+// SAFETY: plain old data, every bit pattern valid.
+unsafe impl aya::Pod for SfOwner {}
+
+/// `struct sf_endpoints` (bpf/sockfilter.bpf.c): a UDP socket's endpoints,
+/// kept in `udp_endpoints` by cookie so that its release can be reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfEndpoints {
+    /// Local address, network order; IPv4 in the first 4 bytes.
+    pub local_addr: [u8; 16],
+    /// Remote address, network order; IPv4 in the first 4 bytes.
+    pub remote_addr: [u8; 16],
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order (0 = unconnected).
+    pub remote_port: u16,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// Inode of the socket's network namespace.
+    pub netns: u32,
+}
+
+// SAFETY: plain old data, every bit pattern valid.
+unsafe impl aya::Pod for SfEndpoints {}
+
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

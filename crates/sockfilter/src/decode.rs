@@ -96,7 +96,7 @@ impl Decoder {
             EventKind::Close => Details {
                 bytes_sent: bytes_known.then_some(raw.bytes_sent),
                 bytes_received: bytes_known.then_some(raw.bytes_received),
-                duration_ns: (raw.flags & flags::DURATION_UNKNOWN == 0).then_some(raw.duration_ns),
+                duration_ns: duration_known(raw).then_some(raw.duration_ns),
                 ..Default::default()
             },
             _ => Details::default(),
@@ -129,6 +129,14 @@ impl Decoder {
             details,
         }
     }
+}
+
+/// Whether a close's duration is real. A socket older than the watch has
+/// its owner written by user space with start time 0 (unknown: the kernel
+/// keeps no creation time), and then duration = now - 0 = the close's own
+/// timestamp, which no real socket can have (nothing starts at boot time 0).
+fn duration_known(raw: &SfEvent) -> bool {
+    raw.flags & flags::DURATION_UNKNOWN == 0 && raw.duration_ns != raw.ts_ns
 }
 
 fn ip(family: Family, raw: &[u8; 16]) -> IpAddr {
@@ -198,10 +206,14 @@ mod tests {
         let d = Decoder::new("/nonexistent".into());
         let mut r = raw(kind::CLOSE);
         r.flags = flags::OWNER_UNKNOWN | flags::BYTES_UNKNOWN;
+        r.ts_ns = 5;
         let e = d.decode(&r);
         assert!(e.owner.is_none());
         assert_eq!(e.details.bytes_sent, None);
         assert_eq!(e.details.duration_ns, Some(0));
+        // Start time 0 (a socket older than the watch): duration unknown.
+        r.duration_ns = 5;
+        assert_eq!(d.decode(&r).details.duration_ns, None);
         // An exe length beyond the buffer never panics.
         let mut r = raw(kind::BIND);
         r.exe_len = 100_000;

@@ -17,6 +17,7 @@ pub mod enforce;
 pub mod features;
 pub mod filter;
 pub mod loader;
+pub mod older_sockets;
 pub mod procfs;
 pub mod session;
 pub mod supervise;

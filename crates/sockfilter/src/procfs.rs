@@ -41,12 +41,28 @@ pub fn uid(pid: u32) -> Option<u32> {
 /// Socket inode -> the pids holding a descriptor for it (several when a
 /// socket is shared by fork, fd passing or inheritance), sorted.
 pub fn socket_owners() -> HashMap<u64, Vec<u32>> {
-    let mut owners: HashMap<u64, Vec<u32>> = HashMap::new();
+    socket_fds()
+        .into_iter()
+        .map(|(ino, fds)| {
+            let mut pids: Vec<u32> = fds.into_iter().map(|(pid, _)| pid).collect();
+            pids.dedup();
+            (ino, pids)
+        })
+        .collect()
+}
+
+/// Socket inode -> every (pid, fd number) that refers to it, sorted by pid
+/// then fd.
+pub fn socket_fds() -> HashMap<u64, Vec<(u32, i32)>> {
+    let mut fds_of: HashMap<u64, Vec<(u32, i32)>> = HashMap::new();
     for pid in pids() {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for fd in fds.flatten() {
+            let Some(num) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
             };
@@ -58,16 +74,13 @@ pub fn socket_owners() -> HashMap<u64, Vec<u32>> {
             else {
                 continue;
             };
-            let v = owners.entry(ino).or_default();
-            if !v.contains(&pid) {
-                v.push(pid);
-            }
+            fds_of.entry(ino).or_default().push((pid, num));
         }
     }
-    for v in owners.values_mut() {
+    for v in fds_of.values_mut() {
         v.sort_unstable();
     }
-    owners
+    fds_of
 }
 
 /// Inode of a process's network namespace.

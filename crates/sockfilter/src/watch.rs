@@ -6,6 +6,7 @@ use crate::abi::SfEvent;
 use crate::decode::Decoder;
 use crate::diag::{tcp_state, DiagSocket};
 use crate::loader::{LoadError, Probe, ProbeOptions};
+use crate::older_sockets::{OlderSockets, SnapshotSocket};
 use aya::maps::{MapData, RingBuf};
 use sockfilter_model::event::{Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -46,6 +47,8 @@ pub struct Watcher {
     /// The last drain found records.
     busy: bool,
     malformed: u64,
+    /// Owners of the sockets that existed at start, for their closes.
+    older: OlderSockets,
 }
 
 /// How often the kernel's drop counter is read.
@@ -96,15 +99,18 @@ impl Watcher {
         let mut w = Watcher {
             probe,
             ring,
-            decoder: Decoder::new(root),
+            decoder: Decoder::new(root.clone()),
             queue: VecDeque::new(),
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
             busy: false,
             malformed: 0,
+            older: OlderSockets::default(),
         };
         if opts.existing {
-            let snapshot = existing_events(watched.as_deref());
+            let snapshot = take_snapshot(watched.as_deref());
+            w.older = OlderSockets::record(w.probe.bpf_mut(), &root, &snapshot);
+            let snapshot = snapshot.into_iter().map(|s| s.event);
             w.drain_ring();
             let live: HashSet<u64> = w
                 .queue
@@ -115,7 +121,6 @@ impl Watcher {
                 })
                 .collect();
             let mut front: VecDeque<Item> = snapshot
-                .into_iter()
                 .filter(|e| !live.contains(&e.socket))
                 .map(Item::Event)
                 .collect();
@@ -152,6 +157,12 @@ impl Watcher {
     /// counted rather than hidden).
     pub fn malformed_total(&self) -> u64 {
         self.malformed
+    }
+
+    /// Sockets that existed at start whose owner was not kept for their
+    /// close (beyond [`crate::older_sockets::MAX_KEPT`]).
+    pub fn older_not_kept(&self) -> u64 {
+        self.older.not_kept()
     }
 
     /// The next item. Waits for the kernel; never returns None while the
@@ -209,7 +220,11 @@ impl Watcher {
         while let Some(rec) = ring.next() {
             n += 1;
             match SfEvent::from_bytes(&rec) {
-                Ok(raw) => self.queue.push_back(Item::Event(self.decoder.decode(&raw))),
+                Ok(raw) => {
+                    let mut e = self.decoder.decode(&raw);
+                    self.older.fill(&mut e);
+                    self.queue.push_back(Item::Event(e));
+                }
                 Err(_) => self.malformed += 1,
             }
         }
@@ -236,22 +251,39 @@ fn under(cgroup: &str, subtree: &str) -> bool {
 /// The sockets that exist now, as `existing` events, one per socket,
 /// attributed to the lowest pid holding it.
 pub fn existing_events(subtree: Option<&str>) -> Vec<Event> {
+    take_snapshot(subtree)
+        .into_iter()
+        .map(|s| s.event)
+        .collect()
+}
+
+/// The sockets that exist now (only those of processes in `subtree`,
+/// when given), each with where its owner, the lowest pid holding it,
+/// holds it.
+fn take_snapshot(subtree: Option<&str>) -> Vec<SnapshotSocket> {
     let sockets = crate::diag::sockets_all_namespaces().unwrap_or_default();
-    let owners = crate::procfs::socket_owners();
+    let fds = crate::procfs::socket_fds();
+    let first = |inode: u64| fds.get(&inode).and_then(|v| v.first()).copied();
     snapshot_events(&sockets, |inode| {
-        owners
-            .get(&inode)
-            .and_then(|pids| pids.first())
-            .map(|&pid| crate::procfs::owner(pid))
+        first(inode).map(|(pid, _)| crate::procfs::owner(pid))
     })
     .into_iter()
-    .filter(
-        |e| match (subtree, e.owner.as_ref().and_then(|o| o.cgroup.as_deref())) {
+    .zip(&sockets)
+    .map(|(event, s)| SnapshotSocket {
+        event,
+        inode: s.inode,
+        fd: first(s.inode).map(|(_, fd)| fd),
+    })
+    .filter(|s| {
+        match (
+            subtree,
+            s.event.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
+        ) {
             (None, _) => true,
-            (Some(s), Some(c)) => under(c, s),
+            (Some(t), Some(c)) => under(c, t),
             (Some(_), None) => false,
-        },
-    )
+        }
+    })
     .collect()
 }
 

@@ -5,7 +5,7 @@
 use sockfilter::abi::policy::{
     SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfExeValue, SfPolicyMeta, SfU64Key,
 };
-use sockfilter::abi::{SfEvent, SfExe};
+use sockfilter::abi::{SfEvent, SfExe, SfOwner, SfProc};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -47,6 +47,11 @@ fn rust_mirror_matches_the_c_header() {
         exe
     );
     rust.extend(fields!(SfExe, "sf_exe", len, truncated, hash, path));
+    rust.extend(fields!(SfProc, "sf_proc", cgroup_id, pid, uid, comm));
+    rust.extend(fields!(
+        SfOwner, "sf_owner", proc, start_ns, active, pending, verdict, slot, udp_next, rule,
+        udp_dst
+    ));
     rust.extend(fields!(SfBitmap, "sf_bitmap", summary, words));
     rust.extend(fields!(SfBitmapKey, "sf_bitmap_key", slot, id));
     rust.extend(fields!(
