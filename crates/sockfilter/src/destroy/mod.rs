@@ -270,6 +270,13 @@ pub fn destroy_supported() -> Result<(), DestroyError> {
     if destroy_method() == DestroyMethod::BpfIterator {
         return Ok(()); // loaded and verified: nothing more to ask the kernel
     }
+    sock_diag_supported()
+}
+
+/// Whether sock_diag implements `SOCK_DESTROY` for TCP and UDP here, whichever
+/// mechanism [`destroy`] uses: asked to destroy a socket that cannot exist,
+/// it must answer "not found" (`sockfilter doctor` reports it).
+pub fn sock_diag_supported() -> Result<(), DestroyError> {
     for proto in [sockfilter_model::Proto::Tcp, sockfilter_model::Proto::Udp] {
         let target = DestroyTarget {
             family: sockfilter_model::Family::Ipv4,

@@ -102,7 +102,7 @@ impl Prober {
                 &[("sk_lookup", At::BPF_SK_LOOKUP)],
                 1, // SK_PASS
             ),
-            SockDiagDestroy => match crate::diag::destroy_supported() {
+            SockDiagDestroy => match crate::destroy::sock_diag_supported() {
                 Ok(()) => Status::Available(
                     "asked to destroy a TCP and a UDP socket that cannot exist: \"not found\""
                         .into(),
