@@ -660,6 +660,71 @@ except OSError as e:
     );
 }
 
+/// Attack (issue 9 item 8): a program run as nobody under a root supervisor
+/// must not borrow root's credentials through the emulated calls. Each of
+/// these succeeds when the supervisor performs the call as itself.
+#[test]
+fn supervise_lends_no_credentials() {
+    assert!(
+        is_root(),
+        "needs root: a root supervisor, the program as nobody"
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up = udp.local_addr().unwrap().port();
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap()
+        .trim()
+        .parse::<u32>()
+        .unwrap();
+    assert!(
+        start > 81,
+        "net.ipv4.ip_unprivileged_port_start is {start}: port 81 is not privileged here"
+    );
+    let script = format!(
+        r#"
+import socket, struct
+def attempt(name, f):
+    try:
+        f()
+        print(name, "ok")
+    except OSError as e:
+        print(name, "errno", e.errno)
+attempt("bind81", lambda: socket.socket().bind(("127.0.0.1", 81)))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+mark = [(socket.SOL_SOCKET, socket.SO_MARK, struct.pack("i", 42))]
+attempt("so-mark", lambda: u.sendmsg([b"marked"], mark, 0, ("127.0.0.1", {up})))
+attempt("plain", lambda: u.sendmsg([b"plain"], [], 0, ("127.0.0.1", {up})))
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen()
+c = socket.create_connection(t.getsockname())
+a, _ = t.accept()
+lp, rp = a.getsockname()[1], a.getpeername()[1]
+for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    f = line.split()
+    if int(f[1].split(":")[1], 16) == lp and int(f[2].split(":")[1], 16) == rp:
+        print("accepted-uid", f[7])
+print("listener-uid", [l.split()[7] for l in open("/proc/net/tcp").read().splitlines()[1:]
+                        if int(l.split()[1].split(":")[1], 16) == lp and l.split()[3] == "0A"][0])
+"#
+    );
+    let mut run = Running::start(sockfilter(&[], &py(&script)));
+    assert_eq!(run.expect("bind81"), "errno 13", "bound a privileged port");
+    assert_eq!(run.expect("so-mark"), "errno 1", "sent with SO_MARK");
+    assert_eq!(run.expect("plain"), "ok");
+    assert_eq!(
+        run.expect("accepted-uid"),
+        "65534",
+        "accepted socket owned by root"
+    );
+    assert_eq!(run.expect("listener-uid"), "65534");
+    assert!(run.wait().success());
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 16];
+    let n = udp.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"plain", "the SO_MARK datagram was sent");
+}
+
 #[test]
 fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
     let dir = TempDir::new("race");

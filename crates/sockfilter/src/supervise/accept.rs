@@ -1,14 +1,17 @@
 //! Emulation of `accept` and `accept4`.
 
-use super::call::{Answer, Call};
+use super::call::{Answer, Blocking, Call};
 use super::request::{Operation, Syscall};
 use super::sockaddr::{parse_sockaddr, Addr};
 use super::socket::Sock;
-use super::sys::last_errno;
+use super::sys::{last_errno, Errno};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-pub(super) fn do_accept(call: &Call, sock: Sock, sc: Syscall) -> Answer {
+/// `accept`/`accept4`: the connection is accepted on the duplicate of the
+/// listener (by a thread with the caller's credentials, so the new socket is
+/// the caller's), decided on its peer, and installed in the caller.
+pub(super) fn do_accept(call: Call, sock: Sock, sc: Syscall) -> Answer {
     let flags = if sc == Syscall::Accept4 {
         call.args[3] as i32
     } else {
@@ -17,11 +20,33 @@ pub(super) fn do_accept(call: &Call, sock: Sock, sc: Syscall) -> Answer {
     if flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 {
         return Answer::Result(Err(libc::EINVAL));
     }
-    if sock.nonblocking() {
-        return accept_once(call, &sock, sc, flags);
-    }
-    let worker = call.clone_for_worker();
-    std::thread::spawn(move || loop {
+    let waiter = call.clone();
+    let blocking = if sock.nonblocking() {
+        Blocking::No
+    } else {
+        Blocking::May
+    };
+    call.perform(
+        blocking,
+        move || {
+            if blocking == Blocking::May && !wait_readable(&waiter, &sock) {
+                return (None, sock);
+            }
+            (Some(accept(&sock)), sock)
+        },
+        move |call, (accepted, sock)| match accepted {
+            // The caller was interrupted or died while waiting.
+            None => Answer::Done,
+            Some(Err(e)) => Answer::Result(Err(e)),
+            Some(Ok((conn, peer))) => install(&call, &sock, sc, flags, conn, peer),
+        },
+    )
+}
+
+/// Waits until the listener has a connection; false when the call is no
+/// longer pending (the caller was interrupted by a signal or died).
+fn wait_readable(call: &Call, sock: &Sock) -> bool {
+    loop {
         let mut pfd = libc::pollfd {
             fd: sock.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -29,19 +54,17 @@ pub(super) fn do_accept(call: &Call, sock: Sock, sc: Syscall) -> Answer {
         };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if !worker.valid() {
-            return; // the caller was interrupted or died
+        if !call.valid() {
+            return false;
         }
         if n > 0 {
-            let answer = accept_once(&worker, &sock, sc, flags);
-            worker.send(answer);
-            return;
+            return true;
         }
-    });
-    Answer::Done
+    }
 }
 
-pub(super) fn accept_once(call: &Call, sock: &Sock, sc: Syscall, flags: i32) -> Answer {
+/// `accept4` on the listener: the connection and its peer's address.
+fn accept(sock: &Sock) -> Result<(OwnedFd, Vec<u8>), Errno> {
     // SAFETY: sockaddr_storage is plain data.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -55,7 +78,7 @@ pub(super) fn accept_once(call: &Call, sock: &Sock, sc: Syscall, flags: i32) -> 
         )
     };
     if nfd < 0 {
-        return Answer::Result(Err(last_errno()));
+        return Err(last_errno());
     }
     // SAFETY: a new fd owned by nobody else.
     let conn = unsafe { OwnedFd::from_raw_fd(nfd) };
@@ -67,6 +90,19 @@ pub(super) fn accept_once(call: &Call, sock: &Sock, sc: Syscall, flags: i32) -> 
         )
     }
     .to_vec();
+    Ok((conn, peer_bytes))
+}
+
+/// Decides the accepted connection and, when allowed, writes the peer's
+/// address into the caller and installs the connection as the call's result.
+fn install(
+    call: &Call,
+    sock: &Sock,
+    sc: Syscall,
+    flags: i32,
+    conn: OwnedFd,
+    peer_bytes: Vec<u8>,
+) -> Answer {
     let remote = match parse_sockaddr(&peer_bytes) {
         Addr::Ep(e) => Some(e),
         _ => None,

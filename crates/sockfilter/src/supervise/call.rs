@@ -1,6 +1,7 @@
 //! One held call: reading and writing the caller's memory, answering it,
 //! asking the decision callback and reporting the decision.
 
+use super::credentials::Creds;
 use super::notify::Core;
 use super::request::{Operation, Request, Syscall, Verdict};
 use super::socket::Sock;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// One held call.
+#[derive(Clone)]
 pub(super) struct Call {
     pub(super) core: Arc<Core>,
     pub(super) id: u64,
@@ -30,15 +32,65 @@ pub(super) enum Answer {
     Done,
 }
 
+/// How long the system call that a held call performs may take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Blocking {
+    /// Returns at once (bind, listen, a non-blocking socket's call).
+    No,
+    /// May wait (a blocking connect, accept or send): never on the
+    /// notification loop, which serves every other held call meanwhile.
+    May,
+}
+
 impl Call {
-    pub(super) fn clone_for_worker(&self) -> Call {
-        Call {
-            core: self.core.clone(),
-            id: self.id,
-            tid: self.tid,
-            args: self.args,
-            pidfd: self.pidfd.clone(),
+    /// Performs `op` (the system call on the caller's socket) with the
+    /// caller's credentials, never the supervisor's (see `credentials`),
+    /// then gives its result to `then` on the notification loop, whose
+    /// answer answers the call.
+    ///
+    /// `op` runs right here when the caller's credentials are the
+    /// supervisor's and it does not block; else on a worker that has
+    /// them. A caller whose credentials cannot be read (gone) gets `ESRCH`.
+    pub(super) fn perform<T: Send + 'static>(
+        self,
+        blocking: Blocking,
+        op: impl FnOnce() -> T + Send + 'static,
+        then: impl FnOnce(Call, T) -> Answer + Send + 'static,
+    ) -> Answer {
+        let Some(creds) = Creds::of(self.tid) else {
+            return Answer::Result(Err(libc::ESRCH));
+        };
+        // The credentials read are the caller's only if it still waits.
+        if !self.valid() {
+            return Answer::Result(Err(libc::ESRCH));
         }
+        if blocking == Blocking::No && self.core.own_creds.as_ref() == Some(&creds) {
+            let r = op();
+            return then(self, r);
+        }
+        let core = self.core.clone();
+        core.workers.clone().submit(
+            creds,
+            Box::new(move |assumed| {
+                let call = self;
+                let answer = match assumed {
+                    Ok(()) => {
+                        let r = op();
+                        let c = call.clone();
+                        call.core.clone().complete(Box::new(move || {
+                            let answer = then(c.clone(), r);
+                            c.send(answer);
+                        }));
+                        return;
+                    }
+                    // Fail closed: without the caller's credentials the
+                    // call is not performed.
+                    Err(_) => Answer::Result(Err(libc::EPERM)),
+                };
+                call.send(answer);
+            }),
+        );
+        Answer::Done
     }
 
     pub(super) fn valid(&self) -> bool {

@@ -1,34 +1,37 @@
 //! Emulation of `connect` and of `sendto`, `sendmsg` and `sendmmsg` to a
 //! destination (a UDP "connect").
 
-use super::call::{Answer, Call};
-use super::message::{read_msghdr, send_msg, Msg, MAX_IOV, MAX_PAYLOAD};
+use super::call::{Answer, Blocking, Call};
+use super::message::{read_messages, send_msg, Msg};
 use super::request::{Operation, Syscall};
 use super::sockaddr::{sockaddr_ptr, target, Addr};
 use super::socket::Sock;
-use super::sys::{cvt, Errno, SysResult};
+use super::sys::{cvt, SysResult};
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 
-pub(super) fn do_connect(call: &Call, sock: Sock) -> Answer {
+/// `connect(fd, addr, len)`: decided on the destination, performed on the
+/// duplicate with the copy that was decided on.
+pub(super) fn do_connect(call: Call, sock: Sock) -> Answer {
     let bytes = match call.read_addr(call.args[1], call.args[2] as u32 as u64) {
         Ok(b) => b,
         Err(e) => return Answer::Result(Err(e)),
     };
-    let perform = |sock: &Sock| {
-        // SAFETY: bytes holds the address copy.
-        cvt(unsafe {
-            libc::connect(
-                sock.fd.as_raw_fd(),
-                sockaddr_ptr(&bytes),
-                bytes.len() as libc::socklen_t,
-            )
-        } as libc::c_long)
+    let blocking = if sock.nonblocking() {
+        Blocking::No
+    } else {
+        Blocking::May
     };
     let ep = match target(&sock, &bytes, Syscall::Connect) {
         Addr::Ep(e) => e,
         // Disconnect: no destination, nothing to decide.
-        Addr::Unspec => return Answer::Result(perform(&sock)),
+        Addr::Unspec => {
+            return call.perform(
+                Blocking::No,
+                move || connect(sock, bytes),
+                |_, (r, _)| Answer::Result(r),
+            )
+        }
         Addr::Bad(e) => return Answer::Result(Err(e)),
     };
     let req = call.request(
@@ -45,31 +48,32 @@ pub(super) fn do_connect(call: &Call, sock: Sock) -> Answer {
         call.emit(&req, &verdict, None);
         return Answer::Result(Err(libc::EPERM));
     }
-    if sock.nonblocking() {
-        let r = perform(&sock);
-        call.emit(&req, &verdict, sock.local());
-        return Answer::Result(r);
-    }
-    // A blocking connect may take long: serve it on its own thread.
-    let worker = call.clone_for_worker();
-    std::thread::spawn(move || {
-        let r = {
-            // SAFETY: bytes holds the address copy.
-            cvt(unsafe {
-                libc::connect(
-                    sock.fd.as_raw_fd(),
-                    sockaddr_ptr(&bytes),
-                    bytes.len() as libc::socklen_t,
-                )
-            } as libc::c_long)
-        };
-        worker.emit(&req, &verdict, sock.local());
-        worker.send(Answer::Result(r));
-    });
-    Answer::Done
+    call.perform(
+        blocking,
+        move || connect(sock, bytes),
+        move |call, (r, sock)| {
+            call.emit(&req, &verdict, sock.local());
+            Answer::Result(r)
+        },
+    )
 }
 
-pub(super) fn do_send(call: &Call, sock: Sock, sc: Syscall) -> Answer {
+/// `connect` on the duplicate with the address copy.
+fn connect(sock: Sock, bytes: Vec<u8>) -> (SysResult, Sock) {
+    // SAFETY: bytes holds the address copy.
+    let r = cvt(unsafe {
+        libc::connect(
+            sock.fd.as_raw_fd(),
+            sockaddr_ptr(&bytes),
+            bytes.len() as libc::socklen_t,
+        )
+    } as libc::c_long);
+    (r, sock)
+}
+
+/// `sendto`, `sendmsg` and `sendmmsg`: every destination decided (once per
+/// socket, process and destination), the messages sent from the copy.
+pub(super) fn do_send(call: Call, sock: Sock, sc: Syscall) -> Answer {
     let flags = match sc {
         Syscall::Sendto => call.args[3] as i32,
         Syscall::Sendmsg => call.args[2] as i32,
@@ -80,60 +84,54 @@ pub(super) fn do_send(call: &Call, sock: Sock, sc: Syscall) -> Answer {
     if sock.ty == libc::SOCK_STREAM && flags & libc::MSG_FASTOPEN == 0 {
         return Answer::Continue;
     }
-    let msgs: Result<Vec<Msg>, Errno> = match sc {
-        Syscall::Sendto => (|| {
-            let name = call.read_addr(call.args[4], call.args[5] as u32 as u64)?;
-            let ep = match target(&sock, &name, sc) {
-                Addr::Ep(e) => Some(e),
-                Addr::Unspec => None,
-                Addr::Bad(e) => return Err(e),
-            };
-            let len = (call.args[2] as usize).min(MAX_PAYLOAD);
-            let data = call.read_mem(call.args[1], len)?;
-            Ok(vec![Msg {
-                name: Some(name),
-                data,
-                control: Vec::new(),
-                ep,
-            }])
-        })(),
-        Syscall::Sendmsg => read_msghdr(call, &sock, call.args[1], sc).map(|m| vec![m]),
-        _ => (|| {
-            let vlen = (call.args[2] as u32 as usize).min(MAX_IOV);
-            let stride = size_of::<libc::mmsghdr>();
-            let mut v = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                v.push(read_msghdr(
-                    call,
-                    &sock,
-                    call.args[1] + (i * stride) as u64,
-                    sc,
-                )?);
-            }
-            Ok(v)
-        })(),
-    };
-    let msgs = match msgs {
+    let msgs = match read_messages(&call, &sock, sc) {
         Ok(m) => m,
         Err(e) => return Answer::Result(Err(e)),
     };
-    // Decide every destination not already allowed for this socket.
+    if let Err(answer) = decide_destinations(&call, &sock, sc, &msgs) {
+        return answer;
+    }
+    let blocking = if !sock.nonblocking() && flags & libc::MSG_DONTWAIT == 0 {
+        Blocking::May
+    } else {
+        Blocking::No
+    };
+    call.perform(
+        blocking,
+        move || {
+            let fd = sock.fd.as_raw_fd();
+            if blocking == Blocking::No {
+                return send_all(fd, &msgs, flags);
+            }
+            // Most blocking sends do not block: try without waiting first.
+            match send_all(fd, &msgs, flags | libc::MSG_DONTWAIT) {
+                (sent, Some(libc::EAGAIN)) if sent.is_empty() => send_all(fd, &msgs, flags),
+                r => r,
+            }
+        },
+        move |call, (sent, err)| Answer::Result(sent_result(&call, sc, &sent, err)),
+    )
+}
+
+/// Decides each destination not already allowed for this socket and
+/// process; `Err` is the call's answer when one is denied.
+fn decide_destinations(call: &Call, sock: &Sock, sc: Syscall, msgs: &[Msg]) -> Result<(), Answer> {
     let cookie = sock.cookie();
     let mut pid = None;
-    for m in &msgs {
+    for m in msgs {
         let Some(ep) = m.ep else { continue };
         let pid_now = *pid.get_or_insert_with(|| call.who_ids().0);
         let key = (cookie, pid_now, ep);
         if call.core.sent.lock().unwrap().contains(&key) {
             continue;
         }
-        let req = call.request(&sock, Operation::Connect, sc, sock.local(), Some(ep));
+        let req = call.request(sock, Operation::Connect, sc, sock.local(), Some(ep));
         let Some(verdict) = call.decide(&req) else {
-            return Answer::Result(Err(libc::ESRCH));
+            return Err(Answer::Result(Err(libc::ESRCH)));
         };
         call.emit(&req, &verdict, None);
         if !verdict.allows() {
-            return Answer::Result(Err(libc::EPERM));
+            return Err(Answer::Result(Err(libc::EPERM)));
         }
         let mut sent = call.core.sent.lock().unwrap();
         if sent.len() > 65536 {
@@ -141,46 +139,42 @@ pub(super) fn do_send(call: &Call, sock: Sock, sc: Syscall) -> Answer {
         }
         sent.insert(key);
     }
-    let blocking = !sock.nonblocking() && flags & libc::MSG_DONTWAIT == 0;
-    if !blocking {
-        return Answer::Result(send_all(call, &sock, &msgs, sc, flags));
-    }
-    match send_all(call, &sock, &msgs, sc, flags | libc::MSG_DONTWAIT) {
-        Err(libc::EAGAIN) => {}
-        r => return Answer::Result(r),
-    }
-    // The send would block: finish it on its own thread.
-    let worker = call.clone_for_worker();
-    std::thread::spawn(move || {
-        let r = send_all(&worker, &sock, &msgs, sc, flags);
-        worker.send(Answer::Result(r));
-    });
-    Answer::Done
+    Ok(())
 }
 
-pub(super) fn send_all(
-    call: &Call,
-    sock: &Sock,
-    msgs: &[Msg],
-    sc: Syscall,
-    flags: i32,
-) -> SysResult {
-    let fd = sock.fd.as_raw_fd();
-    if sc != Syscall::Sendmmsg {
-        return send_msg(fd, &msgs[0], flags);
-    }
-    let mut done = 0usize;
-    for (i, m) in msgs.iter().enumerate() {
+/// Sends `msgs` in order until one fails: the bytes sent of each message
+/// sent, and the error that stopped it.
+fn send_all(fd: libc::c_int, msgs: &[Msg], flags: i32) -> (Vec<i64>, Option<i32>) {
+    let mut sent = Vec::with_capacity(msgs.len());
+    for m in msgs {
         match send_msg(fd, m, flags) {
-            Ok(n) => {
-                let at = call.args[1] + (i * size_of::<libc::mmsghdr>()) as u64;
-                let off = std::mem::offset_of!(libc::mmsghdr, msg_len) as u64;
-                let _ = call.write_mem(at + off, &(n as u32).to_ne_bytes());
-                done += 1;
-            }
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
+            Ok(n) => sent.push(n),
+            Err(e) => return (sent, Some(e)),
         }
     }
-    Ok(done as i64)
+    (sent, None)
+}
+
+/// The result of the call: bytes sent (`sendto`, `sendmsg`), or messages
+/// sent with each one's `msg_len` written back into the caller
+/// (`sendmmsg`); the error when nothing was sent.
+fn sent_result(call: &Call, sc: Syscall, sent: &[i64], err: Option<i32>) -> SysResult {
+    if sc != Syscall::Sendmmsg {
+        return match (sent.first(), err) {
+            (Some(&n), _) => Ok(n),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(0),
+        };
+    }
+    if sent.is_empty() {
+        if let Some(e) = err {
+            return Err(e);
+        }
+    }
+    for (i, n) in sent.iter().enumerate() {
+        let at = call.args[1] + (i * size_of::<libc::mmsghdr>()) as u64;
+        let off = std::mem::offset_of!(libc::mmsghdr, msg_len) as u64;
+        let _ = call.write_mem(at + off, &(*n as u32).to_ne_bytes());
+    }
+    Ok(sent.len() as i64)
 }

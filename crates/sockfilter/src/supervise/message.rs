@@ -10,9 +10,9 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
 /// Largest payload copied for one emulated send.
-pub(super) const MAX_PAYLOAD: usize = 1 << 20;
+const MAX_PAYLOAD: usize = 1 << 20;
 /// The kernel's UIO_MAXIOV.
-pub(super) const MAX_IOV: usize = 1024;
+const MAX_IOV: usize = 1024;
 
 /// One message to send, copied out of the caller.
 pub(super) struct Msg {
@@ -22,7 +22,45 @@ pub(super) struct Msg {
     pub(super) ep: Option<Endpoint>,
 }
 
-pub(super) fn read_msghdr(call: &Call, sock: &Sock, ptr: u64, sc: Syscall) -> Result<Msg, Errno> {
+/// Copies the messages of a `sendto`, `sendmsg` or `sendmmsg` out of the
+/// caller, each once.
+pub(super) fn read_messages(call: &Call, sock: &Sock, sc: Syscall) -> Result<Vec<Msg>, Errno> {
+    match sc {
+        Syscall::Sendto => {
+            let name = call.read_addr(call.args[4], call.args[5] as u32 as u64)?;
+            let ep = match target(sock, &name, sc) {
+                Addr::Ep(e) => Some(e),
+                Addr::Unspec => None,
+                Addr::Bad(e) => return Err(e),
+            };
+            let len = (call.args[2] as usize).min(MAX_PAYLOAD);
+            let data = call.read_mem(call.args[1], len)?;
+            Ok(vec![Msg {
+                name: Some(name),
+                data,
+                control: Vec::new(),
+                ep,
+            }])
+        }
+        Syscall::Sendmsg => read_msghdr(call, sock, call.args[1], sc).map(|m| vec![m]),
+        _ => {
+            let vlen = (call.args[2] as u32 as usize).min(MAX_IOV);
+            let stride = size_of::<libc::mmsghdr>();
+            let mut v = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                v.push(read_msghdr(
+                    call,
+                    sock,
+                    call.args[1] + (i * stride) as u64,
+                    sc,
+                )?);
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn read_msghdr(call: &Call, sock: &Sock, ptr: u64, sc: Syscall) -> Result<Msg, Errno> {
     let raw = call.read_mem(ptr, size_of::<libc::msghdr>())?;
     // SAFETY: msghdr is plain data and raw has its size.
     let h: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };

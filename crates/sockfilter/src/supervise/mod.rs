@@ -39,6 +39,7 @@ mod call;
 mod caller;
 mod child;
 mod connect_send;
+mod credentials;
 mod filter;
 mod message;
 mod notify;
@@ -47,6 +48,7 @@ mod sockaddr;
 mod socket;
 mod supervisor;
 mod sys;
+mod workers;
 
 pub use request::{Operation, Request, Syscall, Verdict};
 pub use supervisor::{SuperviseError, Supervised, Supervisor};

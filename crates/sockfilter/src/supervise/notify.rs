@@ -6,9 +6,11 @@ use super::bind_listen::{do_bind, do_listen};
 use super::call::{Answer, Call};
 use super::caller::open_pidfd;
 use super::connect_send::{do_connect, do_send};
+use super::credentials::Creds;
 use super::request::Syscall;
 use super::socket::take_socket;
 use super::supervisor::{DecideFn, EventFn};
+use super::workers::Workers;
 use sockfilter_model::event::Endpoint;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -25,6 +27,53 @@ pub(super) struct Core {
     pub(super) sent: Mutex<HashSet<(u64, u32, Endpoint)>>,
     /// cgroup id -> cgroup path.
     pub(super) cgroups: Mutex<HashMap<u64, String>>,
+    /// The supervisor's own credentials: calls made with exactly these are
+    /// performed without a worker.
+    pub(super) own_creds: Option<Creds>,
+    /// The threads that perform calls with the callers' credentials.
+    pub(super) workers: Arc<Workers>,
+    /// Work the notification loop finishes for the workers (reporting,
+    /// writing results into the caller, answering).
+    pub(super) completions: Mutex<Vec<Completion>>,
+    /// An eventfd that wakes the notification loop for `completions`.
+    pub(super) wake: OwnedFd,
+}
+
+/// The end of a call that a worker performed, run on the notification loop.
+pub(super) type Completion = Box<dyn FnOnce() + Send>;
+
+impl Core {
+    /// Queues `c` for the notification loop.
+    pub(super) fn complete(&self, c: Completion) {
+        self.completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a valid u64 to an eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn run_completions(&self) {
+        let mut n = 0u64;
+        // SAFETY: reading 8 bytes into a valid u64 from a non-blocking eventfd.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        let done = std::mem::take(&mut *self.completions.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in done {
+            c();
+        }
+    }
+}
+
+/// An eventfd for `Core::wake`.
+pub(super) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd owned by nobody else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): the caller and the
@@ -36,19 +85,30 @@ pub(super) fn notify_loop(core: &Arc<Core>) {
     // SAFETY: the flags are passed by value; an older kernel says EINVAL.
     unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP) };
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: core.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return;
         }
+        if pfds[1].revents & libc::POLLIN != 0 {
+            core.run_completions();
+        }
+        let pfd = pfds[0];
         if pfd.revents & libc::POLLIN == 0 {
             if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
                 return;
@@ -92,7 +152,7 @@ pub(super) fn handle(core: &Arc<Core>, notif: &libc::seccomp_notif) {
         Some(sc) => match open_pidfd(call.tid) {
             Ok(fd) => {
                 call.pidfd = Some(Arc::new(fd));
-                serve(&call, sc)
+                serve(call.clone(), sc)
             }
             Err(e) => Answer::Result(Err(e)),
         },
@@ -101,15 +161,15 @@ pub(super) fn handle(core: &Arc<Core>, notif: &libc::seccomp_notif) {
     call.send(answer);
 }
 
-pub(super) fn serve(call: &Call, sc: Syscall) -> Answer {
-    let sock = match take_socket(call) {
+pub(super) fn serve(call: Call, sc: Syscall) -> Answer {
+    let sock = match take_socket(&call) {
         Ok(Some(s)) => s,
         Ok(None) => return Answer::Continue,
         Err(e) => return Answer::Result(Err(e)),
     };
     match sc {
-        Syscall::Bind => Answer::Result(do_bind(call, &sock)),
-        Syscall::Listen => Answer::Result(do_listen(call, &sock)),
+        Syscall::Bind => do_bind(call, sock),
+        Syscall::Listen => do_listen(call, sock),
         Syscall::Connect => do_connect(call, sock),
         Syscall::Accept | Syscall::Accept4 => do_accept(call, sock, sc),
         Syscall::Sendto | Syscall::Sendmsg | Syscall::Sendmmsg => do_send(call, sock, sc),

@@ -2,8 +2,9 @@
 //! supervision, [`Supervised`] is the running command.
 
 use super::child::{child_setup, fetch_listener};
+use super::credentials::Creds;
 use super::filter;
-use super::notify::{notify_loop, Core};
+use super::notify::{eventfd, notify_loop, Core};
 use super::request::{Request, Verdict};
 use super::sys::pipe;
 use sockfilter_model::event::Event;
@@ -142,7 +143,12 @@ impl Supervisor {
             on_event: self.on_event,
             sent: Mutex::new(HashSet::new()),
             cgroups: Mutex::new(HashMap::new()),
+            own_creds: Creds::current(),
+            workers: Arc::default(),
+            completions: Mutex::new(Vec::new()),
+            wake: eventfd()?,
         });
+        raise_open_files_limit();
         let done = Arc::new(AtomicBool::new(false));
         let loop_done = done.clone();
         let thread = std::thread::Builder::new()
@@ -271,5 +277,19 @@ impl Supervised {
             let _ = t.join();
         }
         Ok(status)
+    }
+}
+
+/// Each held call holds a pidfd and a duplicate of a socket while it waits:
+/// let the supervisor open as many files as its hard limit allows.
+fn raise_open_files_limit() {
+    // SAFETY: rlimit is plain data.
+    let mut lim: libc::rlimit = unsafe { zeroed() };
+    // SAFETY: valid pointers to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
