@@ -2,7 +2,7 @@
 /*
  * Policy decisions in the kernel (sockfilter enforce). The policy compiler in
  * crates/sockfilter/src/enforce/compile.rs fills these maps; sockfilter.h
- * explains the bitmap scheme. Included once, by sockfilter.bpf.c.
+ * explains the bitmap scheme. Included once, by sockfilter.bpf.c, after process.h.
  */
 #ifndef SOCKFILTER_POLICY_H
 #define SOCKFILTER_POLICY_H
@@ -154,15 +154,6 @@ struct sf_decision {
 	__u32 slot;
 };
 
-/* IPv4 a.b.c.d as ::ffff:a.b.c.d */
-static __always_inline void v4_mapped(__u8 *dst, __u32 be_addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &be_addr, 4);
-}
-
 static __always_inline __u32 lpm_id(void *map, __u32 slot, __u8 tag, const __u8 *addr, __u32 wild)
 {
 	struct sf_ip_key k = { .prefixlen = 16 + 128, .slot = slot, .tag = tag };
@@ -181,6 +172,16 @@ static __always_inline __u64 ctz64(__u64 x)
 		51, 25, 36, 32, 60, 20, 57, 16, 50, 31, 19, 15, 30, 14, 13, 12,
 	};
 	return table[((x * 0x022fdd63cc95386dULL) >> 58) & 63];
+}
+
+/* One more match for the rule (or the default) that made decision `d`. */
+static __always_inline void count_hit(const struct sf_decision *d)
+{
+	__u32 rule = d->rule ? d->rule - 1 : SF_MAX_RULES;
+	__u32 hk = d->slot * (SF_MAX_RULES + 1) + rule;
+	__u64 *hits = bpf_map_lookup_elem(&pol_hits, &hk);
+	if (hits)
+		*hits += 1;
 }
 
 struct sf_cgroup_walk { __u64 ids[16]; __u32 n; };
@@ -321,21 +322,47 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 				if (v)
 					d->verdict = *v;
 				d->rule = rule + 1;
-				if (count) {
-					__u32 hk = slot * (SF_MAX_RULES + 1) + rule;
-					__u64 *hits = bpf_map_lookup_elem(&pol_hits, &hk);
-					if (hits)
-						*hits += 1;
-				}
+				if (count)
+					count_hit(d);
 				return;
 			}
 		}
 	}
-	if (count) {
-		__u32 hk = slot * (SF_MAX_RULES + 1) + SF_MAX_RULES;
-		__u64 *hits = bpf_map_lookup_elem(&pol_hits, &hk);
-		if (hits)
-			*hits += 1;
+	if (count)
+		count_hit(d);
+}
+
+static __always_inline void event_set_decision(struct sf_event *e, const struct sf_decision *d)
+{
+	e->verdict = d->verdict;
+	e->rule = d->rule;
+	e->policy_slot = d->slot;
+}
+
+static __always_inline void subject_set_owner(struct sf_subject *s, const struct sf_proc *o)
+{
+	s->has_owner = 1;
+	s->pid = o->pid;
+	s->uid = o->uid;
+	__builtin_memcpy(s->comm, o->comm, SF_COMM_LEN);
+}
+
+/* A subject from an event's endpoints (no owner). */
+static __always_inline void subject_from_event(struct sf_subject *sub, const struct sf_event *e, __u8 op)
+{
+	sub->op = op;
+	sub->udp = e->protocol == IPPROTO_UDP;
+	sub->ipv6 = e->family == AF_INET6;
+	sub->has_local = 1;
+	sub->has_remote = e->remote_port != 0;
+	sub->local_port = e->local_port;
+	sub->remote_port = e->remote_port;
+	if (sub->ipv6) {
+		__builtin_memcpy(sub->local_addr, e->local_addr, 16);
+		__builtin_memcpy(sub->remote_addr, e->remote_addr, 16);
+	} else {
+		v4_mapped(sub->local_addr, *(__u32 *)e->local_addr);
+		v4_mapped(sub->remote_addr, *(__u32 *)e->remote_addr);
 	}
 }
 

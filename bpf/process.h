@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Process identity: who a socket event belongs to. The calling task's pid,
+ * uid, comm and cgroup are read from its task_struct; its executable's path
+ * is resolved once per exec, in the kernel (exe_by_pid), so a process that
+ * lives a millisecond still has one.
+ */
+#ifndef SOCKFILTER_PROCESS_H
+#define SOCKFILTER_PROCESS_H
+
+/* Set by the loader before load: 1 when watching one cgroup subtree, so that
+ * tracepoints (which see every process) keep only that subtree. */
+const volatile __u8 cfg_filter_cgroup = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct sf_exe);
+} exe_by_pid SEC(".maps");
+
+/* The watched cgroup (index 0) when cfg_filter_cgroup is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} watched_cgroup SEC(".maps");
+
+/* Per-CPU scratch for resolving a path: the record being built, the path
+ * written backwards (twice SF_EXE_LEN so that the verifier can prove every
+ * masked write stays inside), and the walk's cursor. The cursor lives in
+ * memory, not registers, so that every iteration of the walk looks the same
+ * to the verifier and its states can be pruned. */
+struct path_scratch {
+	struct sf_exe rec;
+	char buf[2 * SF_EXE_LEN];
+	__u64 dentry;
+	__u64 mount;
+	__u32 pos;
+	__u32 done;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_scratch);
+} scratch SEC(".maps");
+
+static __always_inline int in_watched_cgroup(void)
+{
+	if (!cfg_filter_cgroup)
+		return 1;
+	return bpf_current_task_under_cgroup(&watched_cgroup, 0) == 1;
+}
+
+/* The calling process, read from its task_struct. This works alike in
+ * tracepoints, cgroup hooks and sock_ops (which has no pid helpers). The
+ * task comes from bpf_get_current_task_btf(): a BTF pointer is read with
+ * plain loads (the verifier turns them into fault-safe loads), not one
+ * bpf_probe_read_kernel() call per step of each pointer chain. */
+static __always_inline void owner_from_current(struct sf_proc *o)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	o->pid = t->tgid;
+	o->uid = t->cred->uid.val;
+	o->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	copy16(o->comm, t->comm);
+}
+
+/* Inode of the calling task's network namespace. */
+static __always_inline __u32 current_netns(void)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	return t->nsproxy->net_ns->ns.inum;
+}
+
+static __always_inline void event_set_owner(struct sf_event *e, const struct sf_proc *o)
+{
+	e->pid = o->pid;
+	e->uid = o->uid;
+	e->cgroup_id = o->cgroup_id;
+	copy16(e->comm, o->comm);
+
+	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &o->pid);
+	if (x) {
+		__u32 len = x->len;
+		e->exe_len = len;
+		if (x->truncated)
+			e->flags |= SF_F_EXE_TRUNCATED;
+		/* The used part only (x->path is zero-padded, so the last
+		 * word's tail is zeros), not all 256 bytes. */
+		for (int i = 0; i < SF_EXE_LEN / 8; i++) {
+			if (i * 8 >= len)
+				break;
+			((__u64 *)e->exe)[i] = ((__u64 *)x->path)[i];
+		}
+	}
+}
+
+/* Like d_path(): walk dentries up to the root, crossing mount points,
+ * writing names backwards into s->buf; the result goes to s->rec. */
+#define SF_PATH_DEPTH 48
+#define SF_MASK (SF_EXE_LEN - 1)
+static __always_inline void resolve_path(struct path_scratch *s, struct file *f)
+{
+	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
+	s->dentry = (__u64)BPF_CORE_READ(f, f_path.dentry);
+	s->mount = (__u64)((void *)vfs - bpf_core_field_offset(struct mount, mnt));
+	s->pos = SF_EXE_LEN - 1; /* the path ends at buf[SF_EXE_LEN - 1] */
+	s->done = 0;
+	s->rec.truncated = 0;
+
+	for (int i = 0; i < SF_PATH_DEPTH; i++) {
+		struct dentry *d = (struct dentry *)s->dentry;
+		struct mount *mnt = (struct mount *)s->mount;
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == mnt_root || d == parent) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+			if (d != mnt_root || up == mnt) {
+				s->done = 1; /* the root of the mount tree */
+				break;
+			}
+			s->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+			s->mount = (__u64)up;
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(d, d_name.len);
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		__u32 pos = s->pos;
+		if (len + 1 > pos) {
+			s->rec.truncated = 1;
+			break;
+		}
+		pos -= len;
+		bpf_probe_read_kernel(&s->buf[pos & SF_MASK], len & SF_MASK, name);
+		pos -= 1;
+		s->buf[pos & SF_MASK] = '/';
+		s->pos = pos;
+		s->dentry = (__u64)parent;
+	}
+	if (!s->done)
+		s->rec.truncated = 1;
+	__u32 pos = s->pos;
+	if (pos == SF_EXE_LEN - 1) { /* the root itself */
+		pos -= 1;
+		s->buf[pos & SF_MASK] = '/';
+	}
+	__u32 len = (SF_EXE_LEN - 1) - pos;
+	s->rec.len = len;
+	__builtin_memset(s->rec.path, 0, SF_EXE_LEN);
+	bpf_probe_read_kernel(s->rec.path, len & SF_MASK, &s->buf[pos & SF_MASK]);
+
+	/* FNV-1a 64, as crates/sockfilter/src/abi.rs computes it. */
+	__u64 h = 0xcbf29ce484222325ULL;
+	for (int i = 0; i < SF_EXE_LEN; i++) {
+		if (i >= len)
+			break;
+		h ^= (__u8)s->rec.path[i];
+		h *= 0x100000001b3ULL;
+	}
+	s->rec.hash = h;
+}
+
+/* exe_by_pid is filled at exec, in the exec'ing task, before execve()
+ * returns: a process that binds right after exec already has its entry. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sf_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	__u32 pid = p->tgid;
+	struct path_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	resolve_path(s, BPF_CORE_READ(bprm, file));
+	bpf_map_update_elem(&exe_by_pid, &pid, &s->rec, BPF_ANY);
+	return 0;
+}
+
+/* A forked process runs its parent's executable until it execs. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ppid = parent->tgid, cpid = child->tgid;
+	if (child->pid != cpid || ppid == cpid)
+		return 0; /* a new thread, not a new process */
+	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &ppid);
+	if (x)
+		bpf_map_update_elem(&exe_by_pid, &cpid, x, BPF_ANY);
+	else
+		bpf_map_delete_elem(&exe_by_pid, &cpid);
+	return 0;
+}
+
+#endif
