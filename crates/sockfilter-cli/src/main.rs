@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 mod check;
 mod doctor;
+mod daemon;
 mod enforce;
+mod fleet;
 mod flows;
+mod history;
 mod listeners;
 mod supervise;
 mod text;
@@ -39,6 +42,14 @@ enum Command {
     Flows(flows::Args),
     /// Probe what this kernel offers for each mechanism sockfilter uses.
     Doctor(doctor::Args),
+    /// Run as a service: events to history, metrics, files, syslog and NATS.
+    Daemon(daemon::Args),
+    /// Validate a daemon configuration file.
+    CheckConfig(daemon::CheckArgs),
+    /// Past events from the daemon's history database.
+    History(history::Args),
+    /// Ask every host that publishes to a NATS server.
+    Fleet(fleet::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +62,10 @@ fn main() -> ExitCode {
         Command::Listeners(args) => listeners::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::CheckConfig(args) => daemon::check(args),
+        Command::History(args) => history::run(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     match result {
         Ok(code) => code,

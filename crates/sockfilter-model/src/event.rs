@@ -359,6 +359,13 @@ impl Event {
     /// order, same escaping) without building a `serde_json::Value`: this
     /// is what `--json` prints, at a fraction of the cost per event.
     pub fn write_json(&self, out: &mut String) {
+        self.write_json_with_host(None, out)
+    }
+
+    /// [`Event::write_json`] with a `host` field added (the daemon's
+    /// outputs name the machine an event happened on); every other field is
+    /// unchanged. `None` writes no `host` key.
+    pub fn write_json_with_host(&self, host: Option<&str>, out: &mut String) {
         let owner = self.owner.as_ref();
         let d = &self.details;
         out.push('{');
@@ -380,6 +387,9 @@ impl Event {
         push_key(out, "existing");
         out.push_str(if self.existing { "true" } else { "false" });
         push_opt_str(out, "family", Some(self.family.as_str()));
+        if let Some(host) = host {
+            push_opt_str(out, "host", Some(host));
+        }
         if self.kind == EventKind::Accept {
             push_opt_num(out, "listener", d.listener);
         }
@@ -482,6 +492,11 @@ mod tests {
                 let mut s = String::new();
                 e.write_json(&mut s);
                 assert_eq!(s, e.to_json().to_string());
+                let mut with_host = String::new();
+                e.write_json_with_host(Some("web-01"), &mut with_host);
+                let mut expected = e.to_json();
+                expected["host"] = "web-01".into();
+                assert_eq!(with_host, expected.to_string());
             }
         }
     }

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod event_json;
 pub mod flow;
 pub mod policy;
 pub mod text;

@@ -1,0 +1,97 @@
+//! `sockfilter fleet listeners --nats URL`: the listeners of every host
+//! whose daemon publishes to that NATS server, one row per host and socket.
+
+use serde_json::Value;
+use std::process::ExitCode;
+
+/// Arguments of `sockfilter fleet`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+/// What to ask the fleet.
+#[derive(clap::Subcommand)]
+pub enum FleetCommand {
+    /// Every host's current TCP listeners and bound UDP sockets.
+    Listeners(ListenersArgs),
+}
+
+/// Arguments of `sockfilter fleet listeners`.
+#[derive(clap::Args)]
+pub struct ListenersArgs {
+    /// The NATS server the daemons publish to.
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+    /// Only sockets on local port N.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Only sockets of processes running this executable.
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+    /// One JSON object per row: the listener's fields plus `host`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let FleetCommand::Listeners(args) = args.command;
+    let hosts =
+        crate::watch::runtime()?.block_on(sockfilter_daemon::fleet::listeners(&args.nats))?;
+    let mut rows = 0;
+    for h in &hosts {
+        for l in &h.listeners {
+            let port = l["local"]["port"].as_u64();
+            if args.port.is_some_and(|p| port != Some(u64::from(p))) {
+                continue;
+            }
+            if args
+                .exe
+                .as_deref()
+                .is_some_and(|x| l["exe"].as_str() != Some(x))
+            {
+                continue;
+            }
+            rows += 1;
+            if args.json {
+                let mut v = l.clone();
+                v["host"] = h.host.clone().into();
+                println!("{v}");
+            } else {
+                println!("{}", text_row(&h.host, l));
+            }
+        }
+    }
+    if !args.json {
+        eprintln!("sockfilter: {rows} sockets on {} hosts", hosts.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `web-01  tcp4 0.0.0.0:22  pid 612 uid 0 sshd /usr/sbin/sshd`.
+fn text_row(host: &str, l: &Value) -> String {
+    let s = |k: &str| l[k].as_str().unwrap_or("?");
+    let family = if s("family") == "ipv6" { "6" } else { "4" };
+    let ip = s_ip(&l["local"]);
+    format!(
+        "{:<16} {}{family} {:<28} pid {:<7} uid {:<5} {:<15} {}",
+        sockfilter_model::text::escape(host),
+        s("proto"),
+        ip,
+        l["pid"].as_u64().map_or("?".into(), |p| p.to_string()),
+        l["uid"].as_u64().map_or("?".into(), |p| p.to_string()),
+        sockfilter_model::text::escape(s("comm")),
+        sockfilter_model::text::escape(s("exe")),
+    )
+}
+
+fn s_ip(local: &Value) -> String {
+    let ip = local["ip"].as_str().unwrap_or("?");
+    let port = local["port"].as_u64().unwrap_or(0);
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}

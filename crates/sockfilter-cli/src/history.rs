@@ -1,0 +1,89 @@
+//! `sockfilter history`: past events from the daemon's history database,
+//! in exactly watch's text or JSON form.
+
+use sockfilter_daemon::history::{parse_time, query, Query, DEFAULT_PATH};
+use sockfilter_model::{Event, EventKind};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// Arguments of `sockfilter history`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The history database (the `[history] path` of the daemon's config).
+    #[arg(long, default_value = DEFAULT_PATH)]
+    pub db: PathBuf,
+    /// Events at or after T: RFC 3339 (2026-11-30T08:00:00Z) or a duration back from now (90m, 2h, 7d).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub since: Option<SystemTime>,
+    /// Events before T (same forms as --since).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub until: Option<SystemTime>,
+    /// Only these kinds of event (comma-separated: bind,listen,connect,accept,close).
+    #[arg(long = "event", value_delimiter = ',', value_name = "KINDS")]
+    pub events: Vec<EventKind>,
+    /// Only events whose local or remote port is N.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Only events of process N.
+    #[arg(long, value_name = "N")]
+    pub pid: Option<u32>,
+    /// Only events of processes running this executable (absolute path).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+    /// Only events of processes with this command name.
+    #[arg(long, value_name = "C")]
+    pub comm: Option<String>,
+    /// Print one JSON object per event (the contract in README.md, with `host`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.db.exists(),
+        "{}: no history database (is [history] configured, and has the daemon run?)",
+        args.db.display()
+    );
+    let q = Query {
+        since: args.since,
+        until: args.until,
+        kinds: args.events,
+        port: args.port,
+        pid: args.pid,
+        exe: args.exe,
+        comm: args.comm,
+    };
+    let colour = !args.json && std::io::stdout().is_terminal();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed: Option<std::io::Error> = None;
+    let mut bad_rows = 0u64;
+    query(&args.db, &q, |json| {
+        if failed.is_some() {
+            return;
+        }
+        let line = if args.json {
+            json.to_string()
+        } else {
+            match serde_json::from_str(json)
+                .ok()
+                .and_then(|v| Event::from_json(&v).ok())
+            {
+                Some(e) => crate::text::event_line(&e, colour),
+                None => {
+                    bad_rows += 1;
+                    return;
+                }
+            }
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            failed = Some(e);
+        }
+    })?;
+    let _ = out.flush();
+    if bad_rows > 0 {
+        eprintln!("sockfilter: {bad_rows} rows of the database are not events and were skipped");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,349 @@
+//! `sockfilter daemon` against the real kernel and real servers: config
+//! errors, the file output with `host`, READY=1, SIGHUP and SIGTERM, a real
+//! Prometheus scraping the metrics, and the history across a restart.
+
+mod service;
+
+use serde_json::Value;
+use service::*;
+use std::process::Command;
+
+fn sockfilter(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sockfilter"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let dir = TempDir::new("config-errors");
+    let cases = [
+        (
+            "host = \"web-01\"\nhistroy = 1\n",
+            "2:1: unknown field `histroy`",
+        ),
+        (
+            "[history]\npath = \"/x\"\nretention = \"forever\"\n",
+            "3:13: retention \"forever\"",
+        ),
+        (
+            "[[output]]\nkind = \"syslog\"\naddress = \"udp:nohost\"\n",
+            "3:11: address",
+        ),
+        (
+            "[[output]]\nkind = \"file\"\nurl = \"nats://x\"\n",
+            "3:7: url does not apply to a file output",
+        ),
+        (
+            "[metrics]\nlisten = \"9178\"\n",
+            "2:10: listen \"9178\" is not an IP:PORT",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(&format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [vec!["check-config", p], vec!["daemon", "--config", p]] {
+            let out = sockfilter(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(
+                err.starts_with(&format!("{p}:{expected}")),
+                "{args:?}: got {err:?}, expected {p}:{expected}"
+            );
+            assert!(!err.contains("panicked"));
+        }
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[output]]\nkind = \"file\"\npath = \"/tmp/x.jsonl\"\n",
+    )
+    .unwrap();
+    let out = sockfilter(&["check-config", good.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let out = sockfilter(&["check-config", "/nonexistent/sockfilter.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+fn file_config(host: &str, cg: &TestCgroup, events: &std::path::Path) -> String {
+    format!(
+        "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n",
+        base_config(host, cg),
+        events.display()
+    )
+}
+
+fn listen_on(lines: &[Value], port: u16) -> Option<Value> {
+    lines
+        .iter()
+        .find(|v| v["event"] == "listen" && v["local"]["port"] == port)
+        .cloned()
+}
+
+#[test]
+fn file_output_has_host_and_reload_keeps_the_old_config_when_the_new_is_invalid() {
+    let cg = TestCgroup::new("daemon-file");
+    let dir = TempDir::new("daemon-file");
+    let events = dir.join("events.jsonl");
+    let d = Daemon::start(&dir, "d", &file_config("file-01", &cg, &events));
+
+    let (mut l1, tcp1, udp1) = listener(&cg);
+    let listen = wait_for("the listen event in the file", || {
+        listen_on(&json_lines(&events), tcp1)
+    });
+    assert_eq!(listen["host"], "file-01");
+    assert_eq!(listen["exe"], sockfilter_testkit::python_exe());
+    // Every contract field is there, unchanged, besides host.
+    for f in [
+        "event", "time", "verdict", "pid", "uid", "comm", "exe", "cgroup", "proto", "family",
+        "local", "remote", "socket", "existing", "backlog",
+    ] {
+        assert!(listen.get(f).is_some(), "missing {f}");
+    }
+    assert!(json_lines(&events)
+        .iter()
+        .any(|v| v["event"] == "bind" && v["local"]["port"] == udp1 && v["proto"] == "udp"));
+
+    // An invalid new file: rejected with its position, the old one stays.
+    std::fs::write(
+        &d.config,
+        "host = \"file-02\"\n[[output]]\nkind = \"file\"\n",
+    )
+    .unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    let msg = d.wait_stderr("reload rejected", skip);
+    assert!(
+        msg.contains(&format!(
+            "{}:3:8: a file output needs path",
+            d.config.display()
+        )),
+        "{msg}"
+    );
+    let (mut l2, tcp2, _) = listener(&cg);
+    let v = wait_for("events still written after the rejected reload", || {
+        listen_on(&json_lines(&events), tcp2)
+    });
+    assert_eq!(v["host"], "file-01");
+
+    // A valid new file: a new host name and a second file.
+    let events2 = dir.join("events2.jsonl");
+    std::fs::write(
+        &d.config,
+        format!(
+            "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n",
+            file_config("file-02", &cg, &events),
+            events2.display()
+        ),
+    )
+    .unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr("configuration reloaded", skip);
+    let (mut l3, tcp3, _) = listener(&cg);
+    let v = wait_for("events with the new host", || {
+        listen_on(&json_lines(&events), tcp3)
+    });
+    assert_eq!(v["host"], "file-02");
+    let v2 = wait_for("events in the second file", || {
+        listen_on(&json_lines(&events2), tcp3)
+    });
+    assert_eq!(v, v2);
+
+    for l in [&mut l1, &mut l2, &mut l3] {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+    let st = d.stop();
+    assert!(st.success(), "SIGTERM: {st}");
+}
+
+#[test]
+fn prometheus_scrapes_the_listen_counter() {
+    let cg = TestCgroup::new("daemon-prom");
+    let dir = TempDir::new("daemon-prom");
+    let metrics_port = free_port();
+    let d = Daemon::start(
+        &dir,
+        "d",
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            base_config("prom-01", &cg)
+        ),
+    );
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sockfilter\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"),
+    )
+    .unwrap();
+    let _prom = Server::start(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .current_dir(&dir.0),
+        &dir.join("prometheus.log"),
+        prom_port,
+    );
+    let (mut l, _, _) = listener(&cg);
+    let (_, own) = http_get(metrics_port, "/metrics").unwrap();
+    assert!(
+        own.contains("sockfilter_listeners{proto=\"tcp\",family=\"ipv4\"}"),
+        "{own}"
+    );
+    assert!(own.contains("process_resident_memory_bytes"), "{own}");
+    let value = wait_for(
+        "Prometheus to report sockfilter_events_total{event=\"listen\"} > 0",
+        || {
+            let (status, body) = http_get(
+                prom_port,
+                "/api/v1/query?query=sockfilter_events_total%7Bevent%3D%22listen%22%7D",
+            )
+            .ok()?;
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+            (n > 0.0).then_some(n)
+        },
+    );
+    assert!(value >= 1.0);
+    let _ = l.kill();
+    let _ = l.wait();
+    assert!(d.stop().success());
+}
+
+fn history(db: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["history", "--db", db.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = sockfilter(&all);
+    assert!(
+        out.status.success(),
+        "{all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn history_answers_port_and_exe_after_a_restart_and_retention_removes_old_rows() {
+    let cg = TestCgroup::new("daemon-history");
+    let dir = TempDir::new("daemon-history");
+    let db = dir.join("state/history.db");
+    let events = dir.join("events.jsonl");
+    let config = format!(
+        "{}[history]\npath = \"{}\"\nretention = \"30d\"\n",
+        file_config("hist-01", &cg, &events),
+        db.display()
+    );
+    let d = Daemon::start(&dir, "d", &config);
+    let (mut l1, tcp1, _) = listener(&cg);
+    let listen1 = wait_for("the first listen", || listen_on(&json_lines(&events), tcp1));
+    let _ = l1.kill();
+    let _ = l1.wait();
+    assert!(d.stop().success());
+
+    // After a restart: the first run's events are still answered.
+    let d = Daemon::start(&dir, "d", &config);
+    let (mut l2, tcp2, _) = listener(&cg);
+    wait_for("the second listen", || {
+        listen_on(&json_lines(&events), tcp2)
+    });
+    wait_for("the history to have the second run", || {
+        let lines = history(&db, &["--port", &tcp2.to_string(), "--json"]);
+        (!lines.is_empty()).then_some(())
+    });
+    let first = history(
+        &db,
+        &["--port", &tcp1.to_string(), "--event", "listen", "--json"],
+    );
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Exactly the JSON line the file output wrote (watch's form, with host).
+    let stored: Value = serde_json::from_str(&first[0]).unwrap();
+    assert_eq!(stored, listen1);
+    let text = history(&db, &["--port", &tcp1.to_string(), "--event", "listen"]);
+    assert_eq!(text.len(), 1);
+    assert!(
+        text[0].contains(" listen  tcp4 127.0.0.1:") && text[0].contains("backlog="),
+        "{text:?}"
+    );
+    let exe = sockfilter_testkit::python_exe();
+    let by_exe = history(&db, &["--exe", &exe, "--event", "listen", "--json"]);
+    let ports: Vec<u64> = by_exe
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["local"]["port"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        ports.contains(&u64::from(tcp1)) && ports.contains(&u64::from(tcp2)),
+        "{ports:?}"
+    );
+    assert!(history(&db, &["--exe", "/nonexistent", "--json"]).is_empty());
+    assert!(
+        history(
+            &db,
+            &[
+                "--port",
+                &tcp1.to_string(),
+                "--since",
+                "1m",
+                "--until",
+                "30s"
+            ]
+        )
+        .len()
+            <= 1
+    );
+
+    // Age the first run's rows by 40 days; the running daemon deletes them
+    // when it enforces the retention (on SIGHUP, and every minute).
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let aged = conn
+        .execute(
+            "UPDATE events SET time_us = time_us - 40*86400*1000000 WHERE local_port = ?1",
+            [tcp1],
+        )
+        .unwrap();
+    assert!(aged >= 2, "bind and listen of the first run");
+    drop(conn);
+    assert_eq!(
+        history(&db, &["--port", &tcp1.to_string(), "--since", "45d"]).len(),
+        aged
+    );
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr("configuration reloaded", skip);
+    wait_for("retention to delete the aged rows", || {
+        history(&db, &["--port", &tcp1.to_string()])
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        !history(&db, &["--port", &tcp2.to_string()]).is_empty(),
+        "recent rows stay"
+    );
+    let _ = l2.kill();
+    let _ = l2.wait();
+    assert!(d.stop().success());
+    let out = sockfilter(&["history", "--db", db.to_str().unwrap(), "--since", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects a bad --since");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither an RFC 3339 time"));
+}

@@ -1,0 +1,345 @@
+//! `sockfilter daemon`: the watch loop of `sockfilter watch`, with every
+//! event sent to the history, the metrics and the configured outputs;
+//! `READY=1` once everything is open, a clean stop on SIGTERM, and a
+//! reload on SIGHUP that keeps the running configuration when the new one
+//! is invalid or cannot be opened.
+
+use crate::config::{Config, HistoryConfig, MetricsConfig};
+use crate::history::HistoryWriter;
+use crate::listeners::Listeners;
+use crate::metrics::Metrics;
+use crate::outputs::Output;
+use anyhow::Context;
+use sockfilter::watch::{Item, WatchOptions, Watcher};
+use sockfilter_model::Event;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How often listeners, pending counts and the like are refreshed.
+const TICK: Duration = Duration::from_millis(200);
+/// An output's errors are reported on stderr at most this often (each one
+/// is counted in `sockfilter_output_errors_total`).
+const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Where outputs keep state when no history database is configured.
+const DEFAULT_STATE_DIR: &str = "/var/lib/sockfilter";
+
+/// Everything that a configuration opens; replaced as a whole on reload.
+struct Opened {
+    config: Config,
+    host: String,
+    outputs: Vec<(String, Box<dyn Output>)>,
+    history: Option<HistoryWriter>,
+    metrics_server: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.metrics_server {
+            task.abort();
+        }
+    }
+}
+
+fn state_dir(config: &Config) -> PathBuf {
+    config
+        .history
+        .as_ref()
+        .and_then(|h| h.path.parent().map(Path::to_owned))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+async fn bind_metrics(
+    m: &MetricsConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(m.listen)
+        .await
+        .with_context(|| format!("metrics: listening on {}", m.listen))?;
+    let task = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    Ok((m.listen, task))
+}
+
+impl Opened {
+    /// Opens what `config` asks for. `previous` lends what need not be
+    /// reopened (the same history database, the same metrics address).
+    async fn open(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&mut Opened>,
+    ) -> anyhow::Result<Opened> {
+        let host = crate::host::host_name(config.host.as_deref())?;
+        let mut previous = previous;
+        let history = match (&config.history, previous.as_deref_mut()) {
+            (None, _) => None,
+            (Some(h), Some(p)) if p.history.as_ref().is_some_and(|w| w.path() == h.path) => {
+                p.history.take()
+            }
+            (Some(HistoryConfig { path, retention }), _) => {
+                Some(HistoryWriter::open(path, *retention, metrics)?)
+            }
+        };
+        let metrics_server = match (&config.metrics, previous.as_deref_mut()) {
+            (None, _) => None,
+            (Some(m), Some(p)) if p.metrics_server.as_ref().is_some_and(|s| s.0 == m.listen) => {
+                p.metrics_server.take()
+            }
+            (Some(m), _) => Some(bind_metrics(m, metrics).await?),
+        };
+        // Outputs last: the NATS output starts publishing at once.
+        if let Some(p) = previous {
+            p.flush_outputs(metrics);
+            // A file output reopened below appends after what the old one wrote.
+            p.outputs.clear();
+        }
+        let outputs =
+            crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?;
+        Ok(Opened {
+            config,
+            host,
+            outputs,
+            history,
+            metrics_server,
+        })
+    }
+
+    fn flush_outputs(&mut self, metrics: &Metrics) {
+        for (name, out) in &mut self.outputs {
+            if let Err(e) = out.flush() {
+                metrics
+                    .output_errors
+                    .get_or_create(&Metrics::output(name))
+                    .inc();
+                eprintln!("sockfilter: output {name}: {e}");
+            }
+        }
+    }
+
+    /// One line for the start and reload messages.
+    fn describe(&self) -> String {
+        let mut parts = vec![format!("host {}", self.host)];
+        if let Some(h) = &self.history {
+            parts.push(format!("history {}", h.path().display()));
+        }
+        if let Some((addr, _)) = &self.metrics_server {
+            parts.push(format!("metrics http://{addr}/metrics"));
+        }
+        for (name, _) in &self.outputs {
+            parts.push(format!("output {name}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The running daemon.
+struct Daemon {
+    config_path: PathBuf,
+    opened: Opened,
+    metrics: Metrics,
+    listeners: Listeners,
+    /// The watched cgroup subtree, for the listener resync after losses.
+    subtree: Option<String>,
+    json: String,
+    errors_reported: HashMap<String, Instant>,
+    events: u64,
+    lost: u64,
+}
+
+impl Daemon {
+    fn on_event(&mut self, e: &Event) {
+        self.events += 1;
+        self.metrics.count_event(e);
+        self.listeners.apply(e);
+        self.json.clear();
+        e.write_json_with_host(Some(&self.opened.host), &mut self.json);
+        if let Some(h) = &mut self.opened.history {
+            h.record(e, &self.json);
+        }
+        for i in 0..self.opened.outputs.len() {
+            let (name, out) = &mut self.opened.outputs[i];
+            if let Err(msg) = out.send(e, &self.json) {
+                let name = name.clone();
+                self.output_error(&name, &msg);
+            }
+        }
+    }
+
+    fn output_error(&mut self, name: &str, msg: &str) {
+        self.metrics
+            .output_errors
+            .get_or_create(&Metrics::output(name))
+            .inc();
+        let last = self
+            .errors_reported
+            .entry(name.to_string())
+            .or_insert_with(|| Instant::now() - ERROR_REPORT_EVERY);
+        if last.elapsed() >= ERROR_REPORT_EVERY {
+            *last = Instant::now();
+            eprintln!("sockfilter: output {name}: {msg} (each failure is counted in sockfilter_output_errors_total)");
+        }
+    }
+
+    fn on_lost(&mut self, n: u64) {
+        self.lost += n;
+        self.metrics.lost.inc_by(n);
+        eprintln!(
+            "sockfilter: the kernel dropped {n} events (ring buffer full); {} so far",
+            self.lost
+        );
+        self.listeners
+            .resync(sockfilter::watch::existing_events(self.subtree.as_deref()));
+    }
+
+    fn on_tick(&mut self) {
+        if self.listeners.take_changed() {
+            self.listeners.export(&self.metrics);
+            let json = self.listeners.to_json(&self.opened.host).to_string();
+            for (_, out) in &mut self.opened.outputs {
+                out.set_listeners(&json);
+            }
+        }
+        for (name, out) in &self.opened.outputs {
+            self.metrics
+                .output_pending
+                .get_or_create(&Metrics::output(name))
+                .set(out.pending() as i64);
+        }
+    }
+
+    async fn reload(&mut self) {
+        let config = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "sockfilter: reload rejected, the previous configuration stays in force: {e}"
+                );
+                return;
+            }
+        };
+        if config.cgroup != self.opened.config.cgroup || config.policy != self.opened.config.policy
+        {
+            eprintln!(
+                "sockfilter: a changed cgroup or policy takes effect when the daemon restarts"
+            );
+        }
+        match Opened::open(config, &self.metrics, Some(&mut self.opened)).await {
+            Ok(new) => {
+                self.opened = new;
+                if let (Some(h), Some(c)) = (&self.opened.history, &self.opened.config.history) {
+                    h.expire_now(c.retention);
+                }
+                // The host may have changed: publish the listeners again.
+                self.listeners
+                    .resync(sockfilter::watch::existing_events(self.subtree.as_deref()));
+                eprintln!(
+                    "sockfilter: configuration reloaded from {} (SIGHUP): {}",
+                    self.config_path.display(),
+                    self.opened.describe()
+                );
+            }
+            Err(e) => {
+                // What `open` took over from the old set (history, metrics)
+                // was moved back only on success; reopen what is missing.
+                eprintln!(
+                    "sockfilter: reload rejected, the previous configuration stays in force: {e:#}"
+                );
+                self.restore().await;
+            }
+        }
+    }
+
+    /// After a failed reload: reopens what the attempt took from the
+    /// running configuration.
+    async fn restore(&mut self) {
+        let config = self.opened.config.clone();
+        match Opened::open(config, &self.metrics, Some(&mut self.opened)).await {
+            Ok(again) => self.opened = again,
+            Err(e) => eprintln!("sockfilter: reopening the previous configuration failed: {e:#}"),
+        }
+    }
+}
+
+/// The cgroup v2 directory of `cgroup` (named as in /proc/PID/cgroup).
+fn cgroup_dir(cgroup: &str) -> anyhow::Result<PathBuf> {
+    let root = sockfilter::cgroup::cgroup2_mount()
+        .ok_or_else(|| anyhow::anyhow!("no cgroup v2 hierarchy is mounted"))?;
+    let dir = root.join(cgroup.trim_start_matches('/'));
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cgroup {cgroup}: no such cgroup ({} is not a directory)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// Runs the daemon with the configuration at `config_path` until SIGTERM
+/// or SIGINT. Must run inside a tokio runtime.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let config = Config::load(config_path)?;
+    anyhow::ensure!(
+        config.policy.is_none(),
+        "policy: enforcing from the daemon is not supported yet; run `sockfilter enforce POLICY`"
+    );
+    let metrics = Metrics::new();
+    let cgroup = config.cgroup.as_deref().map(cgroup_dir).transpose()?;
+    let subtree = config.cgroup.clone();
+    let watcher = Watcher::start_with(
+        WatchOptions {
+            cgroup,
+            existing: true,
+        },
+        false,
+    )?;
+    let opened = Opened::open(config, &metrics, None).await?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut d = Daemon {
+        config_path: config_path.to_owned(),
+        opened,
+        metrics,
+        listeners: Listeners::default(),
+        subtree,
+        json: String::with_capacity(1024),
+        errors_reported: HashMap::new(),
+        events: 0,
+        lost: 0,
+    };
+    d.listeners.export(&d.metrics);
+    eprintln!(
+        "sockfilter: daemon running from {}: {}",
+        config_path.display(),
+        d.opened.describe()
+    );
+    crate::notify::notify("READY=1");
+    let mut watcher = watcher;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = loop {
+        let item = tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sighup.recv() => { d.reload().await; continue }
+            _ = tick.tick() => { d.on_tick(); continue }
+            item = watcher.next() => item,
+        };
+        match item {
+            None => break "end of stream",
+            Some(Item::Lost(n)) => d.on_lost(n),
+            Some(Item::Event(e)) => d.on_event(&e),
+        }
+        if watcher.pending() == 0 {
+            d.opened.flush_outputs(&d.metrics);
+        }
+    };
+    crate::notify::notify("STOPPING=1");
+    d.opened.flush_outputs(&d.metrics);
+    drop(watcher); // detaches every program
+    let (events, lost) = (d.events, d.lost);
+    drop(d); // writes the history's last batch
+    eprintln!("sockfilter: daemon stopped ({stop}); programs detached; events: {events}; dropped by the kernel: {lost}");
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! The NATS JetStream output.
+//!
+//! Every event first goes to an on-disk queue (a file of `MSGID<TAB>JSON`
+//! lines beside the history database); a task publishes the queue, in
+//! order, to JetStream as `SUBJECT.HOST` and advances past a record only
+//! when the server acknowledged it. So a server that is down, restarting
+//! or slow loses nothing up to the queue's bound, the queue survives a
+//! restart of the daemon, and what exceeds the bound is counted in
+//! `sockfilter_output_dropped_total{output}` and reported. Each record
+//! carries a `Nats-Msg-Id`, so a batch re-sent after a lost
+//! acknowledgement is stored once (JetStream's duplicate window).
+//!
+//! The same task keeps the host's current listeners in the key-value
+//! bucket [`LISTENERS_BUCKET`], one key per host.
+
+use crate::metrics::{Metrics, OutputLabels};
+use anyhow::Context;
+use async_nats::jetstream;
+use bytes::Bytes;
+use sockfilter_model::Event;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// The key-value bucket of current listeners, one key per host.
+pub const LISTENERS_BUCKET: &str = "sockfilter-listeners";
+
+/// Records published before their acknowledgements are awaited.
+const BATCH: usize = 256;
+/// How long to wait for the server before trying again.
+const RETRY: Duration = Duration::from_millis(500);
+/// The listeners key is rewritten at least this often (so its age tells
+/// that the host is alive) and at most as often as they change.
+const LISTENERS_REFRESH: Duration = Duration::from_secs(30);
+
+/// What the NATS output needs.
+pub struct NatsSettings {
+    /// `nats://HOST:PORT`.
+    pub url: String,
+    /// The full subject events are published to (`SUBJECT.HOST`).
+    pub subject: String,
+    /// The on-disk queue.
+    pub queue_path: PathBuf,
+    /// The queue's bound in bytes.
+    pub queue_bytes: u64,
+    /// Where drops, errors and the pending count go.
+    pub metrics: Metrics,
+    /// This output's metric label.
+    pub label: OutputLabels,
+}
+
+/// The on-disk queue, shared by the daemon's loop (appends) and the
+/// publishing task (reads, then consumes what was acknowledged).
+struct Queue {
+    file: File,
+    /// Offset of the first record not yet acknowledged.
+    head: u64,
+    /// End of the file.
+    tail: u64,
+    /// Records between head and tail.
+    records: u64,
+    bound: u64,
+}
+
+impl Queue {
+    fn open(path: &PathBuf, bound: u64) -> anyhow::Result<Queue> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the directory {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the NATS queue {}", path.display()))?;
+        // Records left by a previous run are sent first.
+        let text = std::fs::read(path).unwrap_or_default();
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        file.set_len(complete as u64)?;
+        let records = text[..complete].iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(Queue {
+            file,
+            head: 0,
+            tail: complete as u64,
+            records,
+            bound,
+        })
+    }
+
+    /// Appends one record; false when the bound would be exceeded.
+    fn push(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        if self.tail - self.head + line.len() as u64 > self.bound {
+            return Ok(false);
+        }
+        self.file.write_all(line)?;
+        self.tail += line.len() as u64;
+        self.records += 1;
+        Ok(true)
+    }
+
+    /// Up to `max` complete records from the head: (end offset, msg id, json).
+    fn peek(&self, max: usize) -> std::io::Result<Vec<(u64, String, Bytes)>> {
+        let len = (self.tail - self.head).min(4 * 1024 * 1024) as usize;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, self.head)?;
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, _) in buf.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            if out.len() == max {
+                break;
+            }
+            let line = &buf[start..i];
+            start = i + 1;
+            let tab = line.iter().position(|&b| b == b'\t').unwrap_or(0);
+            let id = String::from_utf8_lossy(&line[..tab]).into_owned();
+            let json = Bytes::copy_from_slice(&line[(tab + 1).min(line.len())..]);
+            out.push((self.head + start as u64, id, json));
+        }
+        Ok(out)
+    }
+
+    /// Forgets the records before `end`; empties the file once all are sent.
+    fn consume(&mut self, end: u64, n: u64) -> std::io::Result<()> {
+        self.head = end;
+        self.records -= n;
+        if self.head == self.tail {
+            self.file.set_len(0)?;
+            self.head = 0;
+            self.tail = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A running NATS output.
+pub struct NatsOutput {
+    queue: Arc<Mutex<Queue>>,
+    wake: Arc<Notify>,
+    listeners: watch::Sender<Bytes>,
+    task: tokio::task::JoinHandle<()>,
+    msg_prefix: String,
+    seq: u64,
+    metrics: Metrics,
+    label: OutputLabels,
+    dropped_reported: Instant,
+    line: Vec<u8>,
+}
+
+impl Drop for NatsOutput {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NatsOutput {
+    /// Opens the queue and starts publishing. The server need not be
+    /// reachable yet: events wait in the queue.
+    pub fn start(s: NatsSettings) -> anyhow::Result<NatsOutput> {
+        let queue = Arc::new(Mutex::new(Queue::open(&s.queue_path, s.queue_bytes)?));
+        let wake = Arc::new(Notify::new());
+        let (listeners, listeners_rx) = watch::channel(Bytes::new());
+        let host = s.subject.rsplit('.').next().unwrap_or_default().to_string();
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let publisher = Publisher {
+            url: s.url,
+            subject: s.subject.clone(),
+            host: host.clone(),
+            queue: queue.clone(),
+            wake: wake.clone(),
+            listeners: listeners_rx,
+            metrics: s.metrics.clone(),
+            label: s.label.clone(),
+        };
+        let task = tokio::spawn(publisher.run());
+        let n = NatsOutput {
+            queue,
+            wake,
+            listeners,
+            task,
+            msg_prefix: format!("{host}-{boot:x}-"),
+            seq: 0,
+            metrics: s.metrics,
+            label: s.label,
+            dropped_reported: Instant::now() - Duration::from_secs(60),
+            line: Vec::with_capacity(1024),
+        };
+        n.update_pending();
+        Ok(n)
+    }
+
+    fn update_pending(&self) {
+        let records = self.queue.lock().expect("not poisoned").records;
+        self.metrics
+            .output_pending
+            .get_or_create(&self.label)
+            .set(records as i64);
+    }
+}
+
+impl super::Output for NatsOutput {
+    fn send(&mut self, _event: &Event, json: &str) -> Result<(), String> {
+        self.seq += 1;
+        self.line.clear();
+        self.line.extend_from_slice(self.msg_prefix.as_bytes());
+        self.line.extend_from_slice(self.seq.to_string().as_bytes());
+        self.line.push(b'\t');
+        self.line.extend_from_slice(json.as_bytes());
+        self.line.push(b'\n');
+        let queued = self
+            .queue
+            .lock()
+            .expect("not poisoned")
+            .push(&self.line)
+            .map_err(|e| format!("writing the NATS queue: {e}"))?;
+        if !queued {
+            let dropped = self.metrics.output_dropped.get_or_create(&self.label);
+            dropped.inc();
+            if self.dropped_reported.elapsed() >= Duration::from_secs(10) {
+                self.dropped_reported = Instant::now();
+                eprintln!(
+                    "sockfilter: NATS queue full (server unreachable?): events dropped, {} so far",
+                    dropped.get()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        self.wake.notify_one();
+        self.update_pending();
+        Ok(())
+    }
+
+    fn pending(&self) -> u64 {
+        self.queue.lock().expect("not poisoned").records
+    }
+
+    fn set_listeners(&mut self, json: &str) {
+        self.listeners
+            .send_replace(Bytes::copy_from_slice(json.as_bytes()));
+    }
+}
+
+/// The publishing task.
+struct Publisher {
+    url: String,
+    subject: String,
+    host: String,
+    queue: Arc<Mutex<Queue>>,
+    wake: Arc<Notify>,
+    listeners: watch::Receiver<Bytes>,
+    metrics: Metrics,
+    label: OutputLabels,
+}
+
+impl Publisher {
+    fn error(&self, what: &str, e: impl std::fmt::Display, last: &mut Instant) {
+        self.metrics.output_errors.get_or_create(&self.label).inc();
+        if last.elapsed() >= Duration::from_secs(10) {
+            *last = Instant::now();
+            eprintln!("sockfilter: NATS output {}: {what}: {e}", self.url);
+        }
+    }
+
+    async fn run(mut self) {
+        let client = loop {
+            let options = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)));
+            match options.connect(self.url.as_str()).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    self.error("connecting", e, &mut Instant::now());
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(2));
+        let mut last_error = Instant::now() - Duration::from_secs(60);
+        let stream_name = self
+            .subject
+            .rsplit_once('.')
+            .map_or(&*self.subject, |(s, _)| s);
+        let stream = jetstream::stream::Config {
+            name: stream_name.replace('.', "_"),
+            subjects: vec![format!("{stream_name}.>")],
+            ..Default::default()
+        };
+        while let Err(e) = js.get_or_create_stream(stream.clone()).await {
+            self.error("creating the stream", e, &mut last_error);
+            tokio::time::sleep(RETRY).await;
+        }
+        let mut kv = None;
+        let mut listeners_put = Instant::now() - LISTENERS_REFRESH;
+        loop {
+            let sent = self.publish_batch(&js, &client).await;
+            match sent {
+                Ok(0) => {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.error("publishing", e, &mut last_error);
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+            if self.listeners.has_changed().unwrap_or(false)
+                || listeners_put.elapsed() >= LISTENERS_REFRESH
+            {
+                match self.put_listeners(&js, &mut kv).await {
+                    Ok(()) => listeners_put = Instant::now(),
+                    Err(e) => self.error("updating the listeners bucket", e, &mut last_error),
+                }
+            }
+        }
+    }
+
+    /// Publishes up to [`BATCH`] queued records and waits for their
+    /// acknowledgements; consumes them only when all were acknowledged.
+    async fn publish_batch(
+        &self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+    ) -> anyhow::Result<usize> {
+        let batch = self.queue.lock().expect("not poisoned").peek(BATCH)?;
+        let Some(&(end, _, _)) = batch.last() else {
+            return Ok(0);
+        };
+        if client.connection_state() != async_nats::connection::State::Connected {
+            anyhow::bail!("not connected; {} events wait in the queue", batch.len());
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        for (_, id, json) in &batch {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            acks.push(
+                js.publish_with_headers(self.subject.clone(), headers, json.clone())
+                    .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        let n = batch.len();
+        self.queue
+            .lock()
+            .expect("not poisoned")
+            .consume(end, n as u64)?;
+        self.metrics
+            .output_pending
+            .get_or_create(&self.label)
+            .set(self.queue.lock().expect("not poisoned").records as i64);
+        Ok(n)
+    }
+
+    async fn put_listeners(
+        &mut self,
+        js: &jetstream::Context,
+        kv: &mut Option<jetstream::kv::Store>,
+    ) -> anyhow::Result<()> {
+        let value = self.listeners.borrow_and_update().clone();
+        if value.is_empty() {
+            return Ok(());
+        }
+        if kv.is_none() {
+            *kv = Some(listeners_bucket(js).await?);
+        }
+        kv.as_ref()
+            .expect("set above")
+            .put(&self.host, value)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Opens the listeners bucket, creating it if needed.
+pub async fn listeners_bucket(js: &jetstream::Context) -> anyhow::Result<jetstream::kv::Store> {
+    match js.get_key_value(LISTENERS_BUCKET).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => Ok(js
+            .create_key_value(jetstream::kv::Config {
+                bucket: LISTENERS_BUCKET.into(),
+                description: "sockfilter: the current listeners of each host".into(),
+                history: 1,
+                ..Default::default()
+            })
+            .await
+            .context("creating the key-value bucket")?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_ordered_and_survives_reopening() {
+        let path =
+            std::env::temp_dir().join(format!("sockfilter-nats-queue-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut q = Queue::open(&path, 30).unwrap();
+        assert!(q.push(b"a-1\t{\"n\":1}\n").unwrap());
+        assert!(q.push(b"a-2\t{\"n\":2}\n").unwrap());
+        assert!(!q.push(b"a-3\t{\"n\":3}\n").unwrap(), "over the bound");
+        let batch = q.peek(1).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].1, "a-1");
+        assert_eq!(&batch[0].2[..], b"{\"n\":1}");
+        q.consume(batch[0].0, 1).unwrap();
+        drop(q);
+        // A partial last line (a crash mid-write) is cut off on reopening.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"a-9\t{")
+            .unwrap();
+        let q = Queue::open(&path, 30).unwrap();
+        let all = q.peek(10).unwrap();
+        let ids: Vec<&str> = all.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a-1", "a-2"],
+            "unacknowledged records are sent again after a restart"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
