@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
-mod doctor;
 mod daemon;
+mod doctor;
 mod enforce;
 mod fleet;
 mod flows;
