@@ -19,18 +19,11 @@ pub struct Args {
 /// be enforced by the kernel as written. Errors are `FILE:LINE:COLUMN:
 /// message` lines.
 pub fn load(path: &Path, supervise_only: bool) -> Result<Policy, Vec<String>> {
-    let policy = Policy::load(path).map_err(|e| vec![e.to_string()])?;
     if supervise_only {
-        return Ok(policy);
+        Policy::load(path).map_err(|e| vec![e.to_string()])
+    } else {
+        sockfilter::enforce::agent::load_enforceable(path)
     }
-    let problems = sockfilter::enforce::compile::unenforceable(&policy);
-    if problems.is_empty() {
-        return Ok(policy);
-    }
-    Err(problems
-        .into_iter()
-        .map(|(i, msg)| format!("{}:{}:1: {msg}", path.display(), policy.rules[i].line))
-        .collect())
 }
 
 /// Prints `POLICY: ok (N rules, default ACTION)` and exits 0 when the policy is

@@ -347,3 +347,72 @@ fn history_answers_port_and_exe_after_a_restart_and_retention_removes_old_rows()
     assert_eq!(out.status.code(), Some(2), "clap rejects a bad --since");
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither an RFC 3339 time"));
 }
+
+/// Binds a UDP socket to 127.0.0.1:PORT in the cgroup: "ok" or the errno name.
+fn try_bind(cg: &TestCgroup, port: u16) -> String {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        &format!("import socket,errno\ntry:\n  socket.socket(socket.AF_INET,socket.SOCK_DGRAM).bind(('127.0.0.1',{port})); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"),
+    ]);
+    cg.enter(&mut cmd);
+    String::from_utf8(cmd.output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_daemon_enforces_its_policy_counts_rule_matches_and_reloads_it_on_sighup() {
+    let cg = TestCgroup::new("daemon-policy");
+    let dir = TempDir::new("daemon-policy");
+    let port = free_port();
+    let policy = dir.join("policy.toml");
+    let deny = |name: &str| {
+        format!("[[rule]]\nname = \"{name}\"\naction = \"deny\"\non = [\"bind\"]\nproto = \"udp\"\nlocal_port = [{port}]\n")
+    };
+    std::fs::write(&policy, deny("no-udp-port")).unwrap();
+    let events = dir.join("events.jsonl");
+    let metrics_port = free_port();
+    let d = Daemon::start(
+        &dir,
+        "d",
+        &format!(
+            "policy = \"{}\"\n{}[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            policy.display(),
+            file_config("policy-01", &cg, &events)
+        ),
+    );
+    d.wait_stderr("enforcing 1 rules from", 0);
+    assert_eq!(try_bind(&cg, port), "EPERM");
+    let denied = wait_for("the denied bind in the file", || {
+        json_lines(&events)
+            .into_iter()
+            .find(|v| v["event"] == "bind" && v["local"]["port"] == port)
+    });
+    assert_eq!(denied["verdict"], "deny");
+    assert_eq!(denied["rule"], "no-udp-port");
+    let (_, body) = http_get(metrics_port, "/metrics").unwrap();
+    assert!(
+        body.contains("sockfilter_rule_matches_total{rule=\"no-udp-port\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sockfilter_events_total{event=\"bind\",verdict=\"deny\"} 1"),
+        "{body}"
+    );
+
+    // An invalid policy is rejected on SIGHUP; the old one stays in force.
+    std::fs::write(&policy, "[[rule]]\nname = \"x\"\naction = \"maybe\"\n").unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr(&format!("{}:3:10:", policy.display()), skip);
+    assert_eq!(try_bind(&cg, port), "EPERM");
+    // A valid one is put in force.
+    std::fs::write(&policy, "default = \"allow\"\n").unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr("enforcing 0 rules", skip);
+    assert_eq!(try_bind(&cg, port), "ok");
+    assert!(d.stop().success());
+}

@@ -1,8 +1,9 @@
 //! `sockfilter daemon`: the watch loop of `sockfilter watch`, with every
 //! event sent to the history, the metrics and the configured outputs;
-//! `READY=1` once everything is open, a clean stop on SIGTERM, and a
-//! reload on SIGHUP that keeps the running configuration when the new one
-//! is invalid or cannot be opened.
+//! `READY=1` once everything is open (and the policy, if any, is in
+//! force), a clean stop on SIGTERM, and a reload of configuration and
+//! policy on SIGHUP that keeps the running ones when a new file is invalid
+//! or cannot be opened.
 
 use crate::config::{Config, HistoryConfig, MetricsConfig};
 use crate::history::HistoryWriter;
@@ -10,6 +11,7 @@ use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::outputs::Output;
 use anyhow::Context;
+use sockfilter::enforce::agent::{prepare, PolicyAgent};
 use sockfilter::watch::{Item, WatchOptions, Watcher};
 use sockfilter_model::Event;
 use std::collections::HashMap;
@@ -136,6 +138,8 @@ impl Opened {
 /// The running daemon.
 struct Daemon {
     config_path: PathBuf,
+    /// The policy in force, when the config names one.
+    policy: Option<PolicyAgent>,
     opened: Opened,
     metrics: Metrics,
     listeners: Listeners,
@@ -148,7 +152,10 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn on_event(&mut self, e: &Event) {
+    fn on_event(&mut self, w: &mut Watcher, e: &Event) {
+        if let Some(p) = &mut self.policy {
+            p.on_event(w, e);
+        }
         self.events += 1;
         self.metrics.count_event(e);
         self.listeners.apply(e);
@@ -192,7 +199,10 @@ impl Daemon {
             .resync(sockfilter::watch::existing_events(self.subtree.as_deref()));
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self, w: &mut Watcher) {
+        if let Some(p) = &mut self.policy {
+            p.on_tick(w);
+        }
         if self.listeners.take_changed() {
             self.listeners.export(&self.metrics);
             let json = self.listeners.to_json(&self.opened.host).to_string();
@@ -208,21 +218,28 @@ impl Daemon {
         }
     }
 
-    async fn reload(&mut self) {
+    async fn reload(&mut self, w: &mut Watcher) {
         let config = match Config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!(
                     "sockfilter: reload rejected, the previous configuration stays in force: {e}"
                 );
+                // The policy file is its own: reread it all the same.
+                if let Some(agent) = &mut self.policy {
+                    agent.reload(w, "SIGHUP");
+                }
                 return;
             }
         };
-        if config.cgroup != self.opened.config.cgroup || config.policy != self.opened.config.policy
+        if config.cgroup != self.opened.config.cgroup
+            || config.policy.is_some() != self.opened.config.policy.is_some()
         {
-            eprintln!(
-                "sockfilter: a changed cgroup or policy takes effect when the daemon restarts"
-            );
+            eprintln!("sockfilter: a changed cgroup, or a policy added or removed, takes effect when the daemon restarts");
+        }
+        if let (Some(agent), Some(path)) = (&mut self.policy, &config.policy) {
+            agent.set_path(path);
+            agent.reload(w, "SIGHUP");
         }
         match Opened::open(config, &self.metrics, Some(&mut self.opened)).await {
             Ok(new) => {
@@ -279,26 +296,37 @@ fn cgroup_dir(cgroup: &str) -> anyhow::Result<PathBuf> {
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let config = Config::load(config_path)?;
-    anyhow::ensure!(
-        config.policy.is_none(),
-        "policy: enforcing from the daemon is not supported yet; run `sockfilter enforce POLICY`"
-    );
+    let prepared = config
+        .policy
+        .as_deref()
+        .map(prepare)
+        .transpose()
+        .map_err(|lines| anyhow::anyhow!(lines.join("\n")))?;
     let metrics = Metrics::new();
     let cgroup = config.cgroup.as_deref().map(cgroup_dir).transpose()?;
     let subtree = config.cgroup.clone();
-    let watcher = Watcher::start_with(
+    let mut watcher = Watcher::start_with(
         WatchOptions {
             cgroup,
             existing: true,
         },
-        false,
+        prepared.is_some(),
     )?;
+    let policy = match (&config.policy, prepared) {
+        (Some(path), Some((policy, compiled))) => {
+            let mut agent = PolicyAgent::attach(&mut watcher, path);
+            agent.install(&mut watcher, &policy, &compiled)?;
+            Some(agent)
+        }
+        _ => None,
+    };
     let opened = Opened::open(config, &metrics, None).await?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut d = Daemon {
         config_path: config_path.to_owned(),
+        policy,
         opened,
         metrics,
         listeners: Listeners::default(),
@@ -314,22 +342,28 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         config_path.display(),
         d.opened.describe()
     );
+    if let Some(p) = &d.policy {
+        eprintln!(
+            "sockfilter: enforcing {} rules from {}",
+            p.rules(),
+            p.path().display()
+        );
+    }
     crate::notify::notify("READY=1");
-    let mut watcher = watcher;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = loop {
         let item = tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => { d.reload().await; continue }
-            _ = tick.tick() => { d.on_tick(); continue }
+            _ = sighup.recv() => { d.reload(&mut watcher).await; continue }
+            _ = tick.tick() => { d.on_tick(&mut watcher); continue }
             item = watcher.next() => item,
         };
         match item {
             None => break "end of stream",
             Some(Item::Lost(n)) => d.on_lost(n),
-            Some(Item::Event(e)) => d.on_event(&e),
+            Some(Item::Event(e)) => d.on_event(&mut watcher, &e),
         }
         if watcher.pending() == 0 {
             d.opened.flush_outputs(&d.metrics);

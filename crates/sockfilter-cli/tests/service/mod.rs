@@ -153,7 +153,6 @@ impl Daemon {
         let notify_path = dir.join(&format!("{name}.notify"));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
-        notify.set_read_timeout(Some(WAIT)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockfilter"))
             .args(["daemon", "--config"])
             .arg(&path)
@@ -179,12 +178,25 @@ impl Daemon {
             notify,
             stderr,
         };
+        d.notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut buf = [0u8; 64];
-        let n = d.notify.recv(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "no READY=1 from the daemon within {WAIT:?} ({e}); stderr: {:?}",
-                d.stderr.lock().unwrap()
-            )
+        let mut d = d;
+        let n = wait_for("READY=1 from the daemon", || {
+            match d.notify.recv(&mut buf) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    if let Ok(Some(st)) = d.child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(100)); // the last stderr lines
+                        panic!(
+                            "the daemon exited ({st}) before READY=1: {:?}",
+                            d.stderr.lock().unwrap()
+                        );
+                    }
+                    None
+                }
+            }
         });
         assert_eq!(&buf[..n], b"READY=1");
         d

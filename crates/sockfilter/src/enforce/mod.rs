@@ -24,6 +24,7 @@
 //! is written to the idle slot and one store to `pol_active` switches over,
 //! so at every instant one whole policy is in force.
 
+pub mod agent;
 pub mod compile;
 
 use crate::abi::policy::*;

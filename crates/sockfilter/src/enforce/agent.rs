@@ -1,0 +1,214 @@
+//! A policy file in force on a running [`Watcher`]: read, checked,
+//! compiled and installed; re-installed without a gap when the file changes
+//! or on request (an invalid new file keeps the previous policy); socket
+//! lookup attached to every network namespace as it appears; denied
+//! listeners closed. Shared by `sockfilter enforce` and `sockfilter daemon`.
+
+use super::compile::{compile, unenforceable, CompileError, Compiled};
+use super::Enforcer;
+use crate::watch::Watcher;
+use sockfilter_model::event::{Event, EventKind, Verdict};
+use sockfilter_model::policy::Policy;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Reads a policy and checks that the kernel hooks can enforce every rule
+/// as written. Errors are `FILE:LINE:COLUMN: message` lines.
+pub fn load_enforceable(path: &Path) -> Result<Policy, Vec<String>> {
+    let policy = Policy::load(path).map_err(|e| vec![e.to_string()])?;
+    let problems = unenforceable(&policy);
+    if problems.is_empty() {
+        return Ok(policy);
+    }
+    Err(problems
+        .into_iter()
+        .map(|(i, msg)| format!("{}:{}:1: {msg}", path.display(), policy.rules[i].line))
+        .collect())
+}
+
+/// Reads, checks and compiles the policy. Errors are the lines `sockfilter
+/// check` prints.
+pub fn prepare(path: &Path) -> Result<(Policy, Compiled), Vec<String>> {
+    let policy = load_enforceable(path)?;
+    let root = crate::cgroup::cgroup2_mount()
+        .ok_or_else(|| vec!["no cgroup v2 hierarchy is mounted".to_string()])?;
+    let cgroup_id = |p: &str| {
+        std::fs::metadata(root.join(p.trim_start_matches('/')))
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| m.ino())
+    };
+    let compiled = compile(&policy, cgroup_id, &root.display().to_string()).map_err(|e| {
+        let line = match &e {
+            CompileError::NoCgroup { line, .. } => *line,
+            _ => 1,
+        };
+        vec![format!("{}:{line}:1: {e}", path.display())]
+    })?;
+    Ok((policy, compiled))
+}
+
+/// (device, inode, mtime, size): changes when the file is edited in place
+/// or replaced by a rename.
+type Fingerprint = (u64, u64, i64, i64, u64);
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+/// A policy file in force.
+pub struct PolicyAgent {
+    path: PathBuf,
+    enforcer: Enforcer,
+    fingerprint: Option<Fingerprint>,
+    namespaces: HashSet<u64>,
+    last_scan: Instant,
+    rules: usize,
+}
+
+impl PolicyAgent {
+    /// Prepares `w` (loaded with the enforcement hooks) for the policy at
+    /// `path`: socket lookup in every network namespace, rule names for the
+    /// events' verdicts. Nothing is enforced until [`PolicyAgent::install`].
+    pub fn attach(w: &mut Watcher, path: &Path) -> PolicyAgent {
+        let mut agent = PolicyAgent {
+            path: path.to_owned(),
+            enforcer: Enforcer::new(),
+            fingerprint: fingerprint(path),
+            namespaces: HashSet::new(),
+            last_scan: Instant::now(),
+            rules: 0,
+        };
+        agent.scan_namespaces(w);
+        w.set_rule_names(agent.enforcer.rule_names());
+        agent
+    }
+
+    /// Writes an already prepared policy to the kernel's maps.
+    pub fn install(
+        &mut self,
+        w: &mut Watcher,
+        policy: &Policy,
+        compiled: &Compiled,
+    ) -> Result<(), super::EnforceError> {
+        self.enforcer
+            .install(w.probe_mut().bpf_mut(), policy, compiled)?;
+        self.rules = policy.rules.len();
+        Ok(())
+    }
+
+    /// The policy file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the policy from another file from the next reload on.
+    pub fn set_path(&mut self, path: &Path) {
+        if path != self.path {
+            self.path = path.to_owned();
+            self.fingerprint = None;
+        }
+    }
+
+    /// Rules of the policy in force.
+    pub fn rules(&self) -> usize {
+        self.rules
+    }
+
+    /// Attaches socket lookup to every network namespace that does not have
+    /// it yet. Also with a cgroup: there the program refuses only
+    /// connections for denied listeners and for listeners of the cgroup, so
+    /// attaching it everywhere means a process of the cgroup that moves to
+    /// another namespace is covered from its first listen.
+    fn scan_namespaces(&mut self, w: &mut Watcher) {
+        self.last_scan = Instant::now();
+        for pid in crate::procfs::pids() {
+            let Some(ino) = crate::procfs::netns_inode(pid) else {
+                continue;
+            };
+            if self.namespaces.contains(&ino) {
+                continue;
+            }
+            if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/ns/net")) {
+                match w.probe_mut().attach_sk_lookup(&f) {
+                    Ok(()) => {
+                        self.namespaces.insert(ino);
+                    }
+                    Err(e) => eprintln!("sockfilter: network namespace {ino}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Re-reads the file and installs it; an invalid file keeps the policy
+    /// in force. Says what happened on stderr; returns whether the new
+    /// policy is in force.
+    pub fn reload(&mut self, w: &mut Watcher, why: &str) -> bool {
+        self.fingerprint = fingerprint(&self.path);
+        match prepare(&self.path) {
+            Ok((policy, compiled)) => match self.install(w, &policy, &compiled) {
+                Ok(()) => {
+                    eprintln!(
+                        "sockfilter: enforcing {} rules from {} ({why})",
+                        policy.rules.len(),
+                        self.path.display()
+                    );
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "sockfilter: reload rejected, the previous policy stays in force: {e}"
+                    );
+                    false
+                }
+            },
+            Err(lines) => {
+                eprintln!("sockfilter: reload rejected, the previous policy stays in force:");
+                for l in lines {
+                    eprintln!("{l}");
+                }
+                false
+            }
+        }
+    }
+
+    /// Per event: a new namespace gets socket lookup; a denied listener is
+    /// closed.
+    pub fn on_event(&mut self, w: &mut Watcher, e: &Event) {
+        if let Some(ns) = e.netns {
+            if !self.namespaces.contains(&ns) {
+                self.scan_namespaces(w);
+            }
+        }
+        if e.kind == EventKind::Listen && e.verdict == Verdict::Deny && !e.existing {
+            // Connections to it are already refused in socket lookup; close
+            // it so that its owner's accept() fails and the port is freed.
+            if let Err(err) = crate::diag::destroy(&e.into()) {
+                eprintln!(
+                    "sockfilter: could not close denied listener {} (socket {}): {err}",
+                    e.local, e.socket
+                );
+            }
+        }
+    }
+
+    /// Periodically (about every 200 ms): reload when the file changed,
+    /// look for new namespaces every second.
+    pub fn on_tick(&mut self, w: &mut Watcher) {
+        let now = fingerprint(&self.path);
+        if now.is_some() && now != self.fingerprint {
+            self.reload(w, "file changed");
+        }
+        if self.last_scan.elapsed() >= Duration::from_secs(1) {
+            self.scan_namespaces(w);
+        }
+    }
+
+    /// Matches per rule (None: the default), from the kernel's counters.
+    pub fn hits(&self, w: &Watcher) -> Vec<(Option<String>, u64)> {
+        self.enforcer.hits(w.probe().bpf())
+    }
+}
