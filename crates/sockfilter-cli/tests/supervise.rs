@@ -725,6 +725,123 @@ print("listener-uid", [l.split()[7] for l in open("/proc/net/tcp").read().splitl
     assert_eq!(&buf[..n], b"plain", "the SO_MARK datagram was sent");
 }
 
+/// The supervisor's threads and its peak memory (`VmHWM`).
+fn supervisor_usage(pid: u32) -> (u32, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("Threads:") as u32, field("VmHWM:"))
+}
+
+/// Attack (issue 9 item 8): held calls must not make the supervisor start
+/// threads or copy memory without bound. The program keeps 60 threads in a
+/// blocking accept() (each was a supervisor thread), then, while they wait,
+/// binds (which must not wait behind them), then sends with sendmmsg 1,024
+/// messages of 1 MiB each (which the supervisor copied whole: 1 GiB).
+#[test]
+fn held_calls_use_bounded_supervisor_resources() {
+    let go = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let script = format!(
+        r#"
+import ctypes, os, socket, struct, threading
+N = 60
+t = socket.socket()
+t.bind(("127.0.0.1", 0))
+t.listen(128)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+def acc():
+    c, _ = t.accept()
+    c.close()
+threads = [threading.Thread(target=acc) for _ in range(N)]
+for th in threads:
+    th.start()
+print("ready", os.getpid(), t.getsockname()[1], u.getsockname()[1])
+u.recvfrom(10)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print("bind-while-accepting ok")
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+big = ctypes.create_string_buffer(1 << 20)
+iov = iovec(ctypes.cast(big, ctypes.c_void_p), 1 << 20)
+sa = ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET, socket.htons({sink_port}), socket.inet_aton("127.0.0.1")), 16)
+msgs = (mmsghdr * 1024)()
+for m in msgs:
+    m.hdr.name = ctypes.cast(sa, ctypes.c_void_p)
+    m.hdr.namelen = 16
+    m.hdr.iov = ctypes.pointer(iov)
+    m.hdr.iovlen = 1
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n = libc.sendmmsg(d.fileno(), msgs, 1024, 0)
+print("sendmmsg", n, ctypes.get_errno())
+for th in threads:
+    th.join()
+print("done")
+"#
+    );
+    let mut run = Running::start(sockfilter(&[], &py(&script)));
+    let ready = run.expect("ready");
+    let v: Vec<u32> = ready.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (pid, port, uport) = (v[0], v[1] as u16, v[2] as u16);
+    // Wait until all 60 threads are held in accept (43) or accept4 (288).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let held = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("syscall")).ok())
+            .filter(|s| matches!(s.split_whitespace().next(), Some("43" | "288")))
+            .count();
+        if held == 60 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {held} threads reached accept"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (threads, _) = supervisor_usage(run.child.id());
+    go.send_to(b"go", ("127.0.0.1", uport)).unwrap();
+    assert_eq!(run.expect("bind-while-accepting"), "ok");
+    let sent = run.expect("sendmmsg");
+    let (_, peak_kib) = supervisor_usage(run.child.id());
+    let conns: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    run.expect("done");
+    assert!(run.wait().success());
+    drop(conns);
+    eprintln!(
+        "supervisor: {threads} threads with 60 accepts held; peak {peak_kib} KiB; sendmmsg {sent}"
+    );
+    assert!(
+        threads <= 40,
+        "{threads} supervisor threads for 60 held accepts"
+    );
+    assert!(
+        peak_kib < 128 * 1024,
+        "the supervisor peaked at {peak_kib} KiB for one sendmmsg"
+    );
+    // A 1 MiB datagram is too long for UDP: the kernel's answer, EMSGSIZE.
+    assert_eq!(sent, "-1 90");
+}
+
 #[test]
 fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
     let dir = TempDir::new("race");

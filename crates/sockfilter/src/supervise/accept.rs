@@ -20,47 +20,58 @@ pub(super) fn do_accept(call: Call, sock: Sock, sc: Syscall) -> Answer {
     if flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 {
         return Answer::Result(Err(libc::EINVAL));
     }
-    let waiter = call.clone();
-    let blocking = if sock.nonblocking() {
-        Blocking::No
-    } else {
-        Blocking::May
-    };
+    if sock.nonblocking() {
+        return accept_now(call, sock, sc, flags);
+    }
+    // Blocking: wait on the waiter's thread, accept when there is a
+    // connection (a worker, when the caller's credentials need one).
+    let waiter = call.core.waiter.clone();
+    waiter.wait_readable(call, sock, move |call, sock| {
+        let c = call.clone();
+        let answer = accept_now(call, sock, sc, flags);
+        c.send(answer);
+    });
+    Answer::Done
+}
+
+/// Accepts on the listener with the caller's credentials, then decides and
+/// installs the connection. A blocking listener that another thread emptied
+/// meanwhile goes back to waiting.
+fn accept_now(call: Call, sock: Sock, sc: Syscall, flags: i32) -> Answer {
+    let blocking = !sock.nonblocking();
     call.perform(
-        blocking,
+        Blocking::No,
         move || {
-            if blocking == Blocking::May && !wait_readable(&waiter, &sock) {
+            if blocking && !readable(&sock) {
                 return (None, sock);
             }
             (Some(accept(&sock)), sock)
         },
         move |call, (accepted, sock)| match accepted {
-            // The caller was interrupted or died while waiting.
-            None => Answer::Done,
+            None => {
+                let waiter = call.core.waiter.clone();
+                waiter.wait_readable(call, sock, move |call, sock| {
+                    let c = call.clone();
+                    let answer = accept_now(call, sock, sc, flags);
+                    c.send(answer);
+                });
+                Answer::Done
+            }
             Some(Err(e)) => Answer::Result(Err(e)),
             Some(Ok((conn, peer))) => install(&call, &sock, sc, flags, conn, peer),
         },
     )
 }
 
-/// Waits until the listener has a connection; false when the call is no
-/// longer pending (the caller was interrupted by a signal or died).
-fn wait_readable(call: &Call, sock: &Sock) -> bool {
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: sock.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if !call.valid() {
-            return false;
-        }
-        if n > 0 {
-            return true;
-        }
-    }
+/// True when the listener has a connection now.
+fn readable(sock: &Sock) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
 /// `accept4` on the listener: the connection and its peer's address.

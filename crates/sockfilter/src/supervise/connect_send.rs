@@ -84,11 +84,11 @@ pub(super) fn do_send(call: Call, sock: Sock, sc: Syscall) -> Answer {
     if sock.ty == libc::SOCK_STREAM && flags & libc::MSG_FASTOPEN == 0 {
         return Answer::Continue;
     }
-    let msgs = match read_messages(&call, &sock, sc) {
+    let batch = match read_messages(&call, &sock, sc) {
         Ok(m) => m,
         Err(e) => return Answer::Result(Err(e)),
     };
-    if let Err(answer) = decide_destinations(&call, &sock, sc, &msgs) {
+    if let Err(answer) = decide_destinations(&call, &sock, sc, &batch.msgs) {
         return answer;
     }
     let blocking = if !sock.nonblocking() && flags & libc::MSG_DONTWAIT == 0 {
@@ -100,12 +100,13 @@ pub(super) fn do_send(call: Call, sock: Sock, sc: Syscall) -> Answer {
         blocking,
         move || {
             let fd = sock.fd.as_raw_fd();
+            let msgs = &batch.msgs;
             if blocking == Blocking::No {
-                return send_all(fd, &msgs, flags);
+                return send_all(fd, msgs, flags);
             }
             // Most blocking sends do not block: try without waiting first.
-            match send_all(fd, &msgs, flags | libc::MSG_DONTWAIT) {
-                (sent, Some(libc::EAGAIN)) if sent.is_empty() => send_all(fd, &msgs, flags),
+            match send_all(fd, msgs, flags | libc::MSG_DONTWAIT) {
+                (sent, Some(libc::EAGAIN)) if sent.is_empty() => send_all(fd, msgs, flags),
                 r => r,
             }
         },

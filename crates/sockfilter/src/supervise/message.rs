@@ -1,6 +1,7 @@
 //! Messages of an emulated send, copied once out of the caller.
 
 use super::call::Call;
+use super::notify::Core;
 use super::request::Syscall;
 use super::sockaddr::{target, Addr};
 use super::socket::Sock;
@@ -8,11 +9,24 @@ use super::sys::{cvt, Errno, SysResult};
 use sockfilter_model::event::Endpoint;
 use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-/// Largest payload copied for one emulated send.
-const MAX_PAYLOAD: usize = 1 << 20;
+/// Most bytes copied out of the caller for one held send, all messages
+/// together (payload, iovec arrays, control data): a `sendmmsg` of 1,024
+/// messages of 1 MiB each must not make the supervisor copy 1 GiB. A
+/// `sendmmsg` stops before the first message that does not fit (it returns
+/// the number sent, as the kernel's may); a single message longer than
+/// this is cut to it (a datagram that long is refused by the kernel anyway,
+/// a stream send may be short).
+const MAX_COPY: usize = 1 << 20;
+/// Most bytes held, for all held sends together, while they wait for a
+/// worker or to be sent; beyond it a send fails with `ENOBUFS`.
+const MAX_IN_FLIGHT: usize = 64 << 20;
 /// The kernel's UIO_MAXIOV.
 const MAX_IOV: usize = 1024;
+/// The kernel's limit on control data (`sysctl_optmem_max` is smaller).
+const MAX_CONTROL: usize = 65536;
 
 /// One message to send, copied out of the caller.
 pub(super) struct Msg {
@@ -22,10 +36,26 @@ pub(super) struct Msg {
     pub(super) ep: Option<Endpoint>,
 }
 
+/// The messages of one held send, and their share of [`MAX_IN_FLIGHT`]
+/// (given back when dropped).
+pub(super) struct Batch {
+    pub(super) msgs: Vec<Msg>,
+    bytes: usize,
+    core: Arc<Core>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.core.in_flight.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
 /// Copies the messages of a `sendto`, `sendmsg` or `sendmmsg` out of the
-/// caller, each once.
-pub(super) fn read_messages(call: &Call, sock: &Sock, sc: Syscall) -> Result<Vec<Msg>, Errno> {
-    match sc {
+/// caller, each once, within [`MAX_COPY`]; `ENOBUFS` when the held sends
+/// would hold more than [`MAX_IN_FLIGHT`].
+pub(super) fn read_messages(call: &Call, sock: &Sock, sc: Syscall) -> Result<Batch, Errno> {
+    let mut left = MAX_COPY;
+    let msgs = match sc {
         Syscall::Sendto => {
             let name = call.read_addr(call.args[4], call.args[5] as u32 as u64)?;
             let ep = match target(sock, &name, sc) {
@@ -33,37 +63,88 @@ pub(super) fn read_messages(call: &Call, sock: &Sock, sc: Syscall) -> Result<Vec
                 Addr::Unspec => None,
                 Addr::Bad(e) => return Err(e),
             };
-            let len = (call.args[2] as usize).min(MAX_PAYLOAD);
+            let len = (call.args[2] as usize).min(left);
             let data = call.read_mem(call.args[1], len)?;
-            Ok(vec![Msg {
+            left -= len;
+            vec![Msg {
                 name: Some(name),
                 data,
                 control: Vec::new(),
                 ep,
-            }])
+            }]
         }
-        Syscall::Sendmsg => read_msghdr(call, sock, call.args[1], sc).map(|m| vec![m]),
+        Syscall::Sendmsg => {
+            let m = read_msghdr(call, sock, call.args[1], sc, &mut left, true)?;
+            vec![m.expect("the first message always fits")]
+        }
         _ => {
             let vlen = (call.args[2] as u32 as usize).min(MAX_IOV);
             let stride = size_of::<libc::mmsghdr>();
-            let mut v = Vec::with_capacity(vlen);
+            let mut v = Vec::new();
             for i in 0..vlen {
-                v.push(read_msghdr(
-                    call,
-                    sock,
-                    call.args[1] + (i * stride) as u64,
-                    sc,
-                )?);
+                let at = call.args[1] + (i * stride) as u64;
+                match read_msghdr(call, sock, at, sc, &mut left, i == 0)? {
+                    Some(m) => v.push(m),
+                    None => break,
+                }
             }
-            Ok(v)
+            v
         }
+    };
+    let bytes = MAX_COPY - left;
+    let core = call.core.clone();
+    if core.in_flight.fetch_add(bytes, Ordering::SeqCst) + bytes > MAX_IN_FLIGHT {
+        core.in_flight.fetch_sub(bytes, Ordering::SeqCst);
+        return Err(libc::ENOBUFS);
     }
+    Ok(Batch { msgs, bytes, core })
 }
 
-fn read_msghdr(call: &Call, sock: &Sock, ptr: u64, sc: Syscall) -> Result<Msg, Errno> {
+/// One `msghdr` at `ptr`, copied within `left` bytes (and `left` reduced):
+/// None when it does not fit whole and is not the `first` (which is cut).
+fn read_msghdr(
+    call: &Call,
+    sock: &Sock,
+    ptr: u64,
+    sc: Syscall,
+    left: &mut usize,
+    first: bool,
+) -> Result<Option<Msg>, Errno> {
     let raw = call.read_mem(ptr, size_of::<libc::msghdr>())?;
     // SAFETY: msghdr is plain data and raw has its size.
     let h: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let iovlen = h.msg_iovlen;
+    if iovlen > MAX_IOV {
+        return Err(libc::EMSGSIZE);
+    }
+    if h.msg_controllen > MAX_CONTROL {
+        return Err(libc::ENOBUFS);
+    }
+    let iov_bytes = iovlen * size_of::<libc::iovec>();
+    let control_len = if h.msg_control.is_null() {
+        0
+    } else {
+        h.msg_controllen
+    };
+    if iov_bytes + control_len > *left {
+        return if first { Err(libc::ENOBUFS) } else { Ok(None) };
+    }
+    let iovs: Vec<libc::iovec> = if iovlen == 0 {
+        Vec::new()
+    } else {
+        let raw = call.read_mem(h.msg_iov as u64, iov_bytes)?;
+        (0..iovlen)
+            // SAFETY: iovec is plain data; the offset is within raw.
+            .map(|i| unsafe {
+                std::ptr::read_unaligned(raw.as_ptr().add(i * size_of::<libc::iovec>()).cast())
+            })
+            .collect()
+    };
+    let payload = iovs.iter().fold(0usize, |n, v| n.saturating_add(v.iov_len));
+    if !first && iov_bytes + control_len + payload > *left {
+        return Ok(None);
+    }
+    *left -= iov_bytes + control_len;
     let name = if h.msg_name.is_null() {
         None
     } else {
@@ -77,36 +158,23 @@ fn read_msghdr(call: &Call, sock: &Sock, ptr: u64, sc: Syscall) -> Result<Msg, E
             Addr::Bad(e) => return Err(e),
         },
     };
-    let iovlen = h.msg_iovlen as usize;
-    if iovlen > MAX_IOV {
-        return Err(libc::EMSGSIZE);
-    }
     let mut data = Vec::new();
-    if iovlen > 0 {
-        let iovs = call.read_mem(h.msg_iov as u64, iovlen * size_of::<libc::iovec>())?;
-        for i in 0..iovlen {
-            // SAFETY: iovec is plain data; the offset is within iovs.
-            let v: libc::iovec = unsafe {
-                std::ptr::read_unaligned(iovs.as_ptr().add(i * size_of::<libc::iovec>()).cast())
-            };
-            let take = v.iov_len.min(MAX_PAYLOAD - data.len());
-            data.extend(call.read_mem(v.iov_base as u64, take)?);
-        }
+    for v in &iovs {
+        let take = v.iov_len.min(*left);
+        data.extend(call.read_mem(v.iov_base as u64, take)?);
+        *left -= take;
     }
-    if h.msg_controllen > 65536 {
-        return Err(libc::ENOBUFS);
-    }
-    let control = if h.msg_control.is_null() {
+    let control = if control_len == 0 {
         Vec::new()
     } else {
-        call.read_mem(h.msg_control as u64, h.msg_controllen)?
+        call.read_mem(h.msg_control as u64, control_len)?
     };
-    Ok(Msg {
+    Ok(Some(Msg {
         name,
         data,
         control,
         ep,
-    })
+    }))
 }
 
 pub(super) fn send_msg(fd: RawFd, m: &Msg, flags: i32) -> SysResult {

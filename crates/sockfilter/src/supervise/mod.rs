@@ -48,6 +48,7 @@ mod sockaddr;
 mod socket;
 mod supervisor;
 mod sys;
+mod waiter;
 mod workers;
 
 pub use request::{Operation, Request, Syscall, Verdict};

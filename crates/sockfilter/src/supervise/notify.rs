@@ -10,6 +10,7 @@ use super::credentials::Creds;
 use super::request::Syscall;
 use super::socket::take_socket;
 use super::supervisor::{DecideFn, EventFn};
+use super::waiter::Waiter;
 use super::workers::Workers;
 use sockfilter_model::event::Endpoint;
 use std::collections::{HashMap, HashSet};
@@ -37,6 +38,10 @@ pub(super) struct Core {
     pub(super) completions: Mutex<Vec<Completion>>,
     /// An eventfd that wakes the notification loop for `completions`.
     pub(super) wake: OwnedFd,
+    /// Bytes copied out of callers for sends not yet performed.
+    pub(super) in_flight: std::sync::atomic::AtomicUsize,
+    /// Where held blocking `accept` calls wait for a connection.
+    pub(super) waiter: Arc<Waiter>,
 }
 
 /// The end of a call that a worker performed, run on the notification loop.

@@ -7,6 +7,7 @@ use super::filter;
 use super::notify::{eventfd, notify_loop, Core};
 use super::request::{Request, Verdict};
 use super::sys::pipe;
+use super::waiter::Waiter;
 use sockfilter_model::event::Event;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -147,6 +148,8 @@ impl Supervisor {
             workers: Arc::default(),
             completions: Mutex::new(Vec::new()),
             wake: eventfd()?,
+            in_flight: Default::default(),
+            waiter: Arc::new(Waiter::new()?),
         });
         raise_open_files_limit();
         let done = Arc::new(AtomicBool::new(false));
