@@ -2,7 +2,7 @@
 //! connections, bound and connected UDP sockets), built by feeding the
 //! start-up snapshot of a watch into a [`FlowTable`].
 
-use crate::listeners::{owner_cells, proto_label, table};
+use crate::listeners::{owner_cells, proto_label, table, workload_cells};
 use sockfilter_model::flow::{Direction, Flow, FlowTable};
 use std::io::Write;
 use std::path::PathBuf;
@@ -78,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ];
                 let [pid, uid, comm, exe, _cgroup] = owner_cells(f.owner.as_ref());
                 r.extend([pid, uid, comm, exe]);
+                r.extend(workload_cells(f.owner.as_ref()));
                 r.push(f.listener.map(|l| format!("sk:{l:x}")).unwrap_or_default());
                 r
             })
@@ -87,7 +88,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{}",
             table(
                 &[
-                    "ID", "DIR", "STATE", "PROTO", "LOCAL", "REMOTE", "PID", "UID", "COMM", "EXE",
+                    "ID",
+                    "DIR",
+                    "STATE",
+                    "PROTO",
+                    "LOCAL",
+                    "REMOTE",
+                    "PID",
+                    "UID",
+                    "COMM",
+                    "EXE",
+                    "UNIT",
+                    "CONTAINER",
+                    "POD",
                     "LISTENER"
                 ],
                 rows

@@ -61,7 +61,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             "{}",
             table(
-                &["PROTO", "LOCAL", "PID", "UID", "COMM", "EXE", "CGROUP", "NETNS", "SOCKET"],
+                &[
+                    "PROTO",
+                    "LOCAL",
+                    "PID",
+                    "UID",
+                    "COMM",
+                    "EXE",
+                    "CGROUP",
+                    "UNIT",
+                    "CONTAINER",
+                    "POD",
+                    "NETNS",
+                    "SOCKET"
+                ],
                 rows
             )
         )?;
@@ -104,9 +117,24 @@ fn row(l: &Listener) -> Vec<String> {
         owner[0] = format!("{}+{}", owner[0], l.owners.len() - 1);
     }
     r.extend(owner);
+    r.extend(workload_cells(e.owner.as_ref()));
     r.push(e.netns.map(|n| n.to_string()).unwrap_or_else(|| "-".into()));
     r.push(format!("sk:{:x}", e.socket));
     r
+}
+
+/// The workload columns: unit, container (`runtime:12-hex-id`, as `docker
+/// ps` shortens ids), pod UID ("-" when unknown).
+pub fn workload_cells(owner: Option<&Owner>) -> [String; 3] {
+    let w = owner.map(Owner::workload).unwrap_or_default();
+    [
+        escape_or(w.unit.as_deref(), "-").into_owned(),
+        w.container.map_or_else(
+            || "-".into(),
+            |c| format!("{}:{}", c.runtime.as_str(), &c.id[..12]),
+        ),
+        w.pod_uid.unwrap_or_else(|| "-".into()),
+    ]
 }
 
 /// Left-aligned columns separated by two spaces, with a header line.

@@ -45,6 +45,18 @@ pub fn event_line(e: &Event, colour: bool) -> String {
         None => "pid ?       (owner unknown)".into(),
     };
     let mut extra = Vec::new();
+    if let Some(o) = &e.owner {
+        let w = o.workload();
+        if let Some(u) = &w.unit {
+            extra.push(format!("unit={}", escape(u)));
+        }
+        if let Some(c) = &w.container {
+            extra.push(format!("container={}:{}", c.runtime.as_str(), &c.id[..12]));
+        }
+        if let Some(p) = &w.pod_uid {
+            extra.push(format!("pod={p}"));
+        }
+    }
     let d = &e.details;
     if let Some(b) = d.backlog {
         extra.push(format!("backlog={b}"));

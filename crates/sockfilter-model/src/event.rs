@@ -6,6 +6,7 @@
 //! contract with tools outside this project and must never change (fields may
 //! be added).
 
+use crate::workload::Workload;
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::fmt::Write as _;
@@ -173,6 +174,16 @@ pub struct Owner {
     pub cgroup: Option<String>,
 }
 
+impl Owner {
+    /// The systemd unit, container and pod its cgroup path names.
+    pub fn workload(&self) -> Workload {
+        self.cgroup
+            .as_deref()
+            .map(Workload::of_cgroup)
+            .unwrap_or_default()
+    }
+}
+
 /// Fields that only some kinds of event carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Details {
@@ -262,6 +273,13 @@ impl Event {
         m.insert("comm".into(), opt(owner.map(|o| o.comm.clone())));
         m.insert("exe".into(), opt(owner.and_then(|o| o.exe.clone())));
         m.insert("cgroup".into(), opt(owner.and_then(|o| o.cgroup.clone())));
+        let workload = owner.map(Owner::workload).unwrap_or_default();
+        m.insert("unit".into(), opt(workload.unit));
+        m.insert(
+            "container".into(),
+            workload.container.map_or(Value::Null, |c| c.to_json()),
+        );
+        m.insert("pod_uid".into(), opt(workload.pod_uid));
         m.insert("proto".into(), self.proto.as_str().into());
         m.insert("family".into(), self.family.as_str().into());
         m.insert("local".into(), self.local.to_json());
@@ -379,6 +397,18 @@ impl Event {
         }
         push_opt_str(out, "cgroup", owner.and_then(|o| o.cgroup.as_deref()));
         push_opt_str(out, "comm", owner.map(|o| o.comm.as_str()));
+        let workload = owner.map(Owner::workload).unwrap_or_default();
+        push_key(out, "container");
+        match &workload.container {
+            Some(c) => {
+                out.push_str("{\"id\":");
+                push_json_str(out, &c.id);
+                out.push_str(",\"runtime\":");
+                push_json_str(out, c.runtime.as_str());
+                out.push('}');
+            }
+            None => out.push_str("null"),
+        }
         if self.kind == EventKind::Close {
             push_opt_num(out, "duration_ns", d.duration_ns);
         }
@@ -398,12 +428,14 @@ impl Event {
             push_opt_num(out, "netns", Some(ns));
         }
         push_opt_num(out, "pid", owner.map(|o| u64::from(o.pid)));
+        push_opt_str(out, "pod_uid", workload.pod_uid.as_deref());
         push_opt_str(out, "proto", Some(self.proto.as_str()));
         push_endpoint(out, "remote", self.remote);
         push_opt_str(out, "rule", self.rule.as_deref());
         push_opt_num(out, "socket", Some(self.socket));
         push_opt_str(out, "time", Some(&rfc3339(self.time)));
         push_opt_num(out, "uid", owner.map(|o| u64::from(o.uid)));
+        push_opt_str(out, "unit", workload.unit.as_deref());
         push_opt_str(out, "verdict", Some(self.verdict.as_str()));
         out.push('}');
     }
@@ -448,8 +480,23 @@ mod tests {
         for kind in EventKind::ALL {
             let v = sample(kind).to_json();
             for field in [
-                "event", "time", "verdict", "pid", "uid", "comm", "exe", "cgroup", "proto",
-                "family", "local", "remote", "socket", "existing",
+                "event",
+                "time",
+                "verdict",
+                "pid",
+                "uid",
+                "comm",
+                "exe",
+                "cgroup",
+                "proto",
+                "family",
+                "local",
+                "remote",
+                "socket",
+                "existing",
+                "unit",
+                "container",
+                "pod_uid",
             ] {
                 assert!(v.get(field).is_some(), "{kind}: missing {field}");
             }
@@ -480,7 +527,10 @@ mod tests {
                     uid: 2,
                     comm: "a\tb".into(),
                     exe: Some("/x y".into()),
-                    cgroup: None,
+                    cgroup: Some(format!(
+                        "/kubepods.slice/kubepods-pod9c1e6f3a_2b4d_4e8f_a1b2_c3d4e5f60718.slice/crio-{}.scope",
+                        "ab".repeat(32)
+                    )),
                 });
                 e.details = Details {
                     backlog: Some(5),

@@ -214,6 +214,13 @@ impl Flow {
         m.insert("comm".into(), json!(owner.map(|o| o.comm.clone())));
         m.insert("exe".into(), json!(owner.and_then(|o| o.exe.clone())));
         m.insert("cgroup".into(), json!(owner.and_then(|o| o.cgroup.clone())));
+        let workload = owner.map(Owner::workload).unwrap_or_default();
+        m.insert("unit".into(), json!(workload.unit));
+        m.insert(
+            "container".into(),
+            workload.container.map_or(Value::Null, |c| c.to_json()),
+        );
+        m.insert("pod_uid".into(), json!(workload.pod_uid));
         m.insert("bytes_sent".into(), json!(self.bytes_sent));
         m.insert("bytes_received".into(), json!(self.bytes_received));
         m.insert("started".into(), rfc3339(self.started).into());

@@ -12,5 +12,6 @@ pub mod event_json;
 pub mod flow;
 pub mod policy;
 pub mod text;
+pub mod workload;
 
 pub use event::{Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};

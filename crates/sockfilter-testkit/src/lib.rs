@@ -50,36 +50,76 @@ impl TestCgroup {
         )
     }
 
+    /// Creates the cgroup `rel` below this one, with every missing
+    /// component (e.g. `system.slice/nginx.service`); it is removed with
+    /// this one. Returns its path as /proc/PID/cgroup shows it.
+    pub fn create_child(&self, rel: &str) -> String {
+        let dir = self.path.join(rel);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        format!("{}/{rel}", self.name())
+    }
+
     /// Makes `cmd` start inside this cgroup: it is moved between fork and
     /// exec, so every socket it opens belongs here.
     pub fn enter(&self, cmd: &mut Command) {
-        let procs = self.procs.clone();
-        // SAFETY: only async-signal-safe calls (open, write, close) between
-        // fork and exec; the path was allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
+        enter_procs(self.procs.clone(), cmd);
+    }
+
+    /// Like [`TestCgroup::enter`], into the child `rel` made by
+    /// [`TestCgroup::create_child`].
+    pub fn enter_child(&self, rel: &str, cmd: &mut Command) {
+        let procs = self.path.join(rel).join("cgroup.procs");
+        enter_procs(CString::new(procs.to_str().unwrap()).unwrap(), cmd);
+    }
+}
+
+/// Moves the child of `cmd` into the cgroup whose `cgroup.procs` is `procs`
+/// between fork and exec.
+fn enter_procs(procs: CString, cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (open, write, close) between
+    // fork and exec; the path was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Every cgroup directory below `dir`, deepest first.
+fn descendants(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(descendants(&e.path()));
+                out.push(e.path());
+            }
         }
     }
+    out
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        for dir in descendants(&self.path)
+            .into_iter()
+            .chain([self.path.clone()])
+        {
+            while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
