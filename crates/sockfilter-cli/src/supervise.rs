@@ -101,7 +101,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
-    let mut supervisor = Supervisor::new(decide);
+    let mut supervisor =
+        Supervisor::new(decide).on_warning(|w| eprintln!("sockfilter: warning: {w}"));
     if args.events.is_some() || verbose {
         supervisor = supervisor.on_event(on_event);
     }

@@ -842,6 +842,80 @@ print("done")
     assert_eq!(sent, "-1 90");
 }
 
+/// Attack (issue 9 item 8): the supervisor lets a call on a non-IP socket
+/// continue in the kernel, which reads the file descriptor again. A second
+/// thread that dup2()s a TCP socket onto that number in between must not
+/// get a connect to a denied port through undecided (the Landlock backstop
+/// refuses a TCP connect that the program's own kernel call makes).
+#[test]
+fn dup2_race_against_a_continued_call_connects_nothing() {
+    let dir = TempDir::new("dup2race");
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pd = denied.local_addr().unwrap().port();
+    let policy = dir.file(
+        "p.toml",
+        &format!(
+            "default = \"allow\"\n\n[[rule]]\nname = \"never-{pd}\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [{pd}]\n"
+        ),
+    );
+    let script = format!(
+        r#"
+import ctypes, errno, os, socket, struct, threading
+libc = ctypes.CDLL(None, use_errno=True)
+sa = ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET, socket.htons({pd}), socket.inet_aton("127.0.0.1")), 16)
+ux = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+N = ux.fileno()
+unix_copy = os.dup(N)
+tcp = [socket.socket()]
+stop = False
+def flipper():
+    while not stop:
+        try:
+            os.dup2(tcp[0].fileno(), N)
+            os.dup2(unix_copy, N)
+        except OSError:
+            pass
+threading.Thread(target=flipper, daemon=True).start()
+counts = {{"ok": 0, "eperm": 0, "eacces": 0, "other": 0}}
+# Until 5 calls reached a TCP socket in the kernel (the race won), or 30000.
+for i in range(30000):
+    if counts["ok"] + counts["eacces"] >= 5:
+        break
+    tcp[0] = socket.socket()
+    r = libc.connect(N, sa, 16)
+    e = ctypes.get_errno()
+    if r == 0:
+        counts["ok"] += 1
+    elif e == errno.EPERM:
+        counts["eperm"] += 1
+    elif e == errno.EACCES:
+        counts["eacces"] += 1
+    else:
+        counts["other"] += 1
+stop = True
+print("result", counts["ok"], counts["eperm"], counts["eacces"], counts["other"])
+"#
+    );
+    let mut run = Running::start(sockfilter(
+        &["--policy", policy.to_str().unwrap()],
+        &py(&script),
+    ));
+    let result = run.expect("result");
+    assert!(run.wait().success());
+    eprintln!("dup2 race: ok eperm eacces other = {result}");
+    let n: Vec<u32> = result.split(' ').map(|x| x.parse().unwrap()).collect();
+    assert!(
+        n[1] > 0 && n[0] + n[2] > 0,
+        "the race did not run (no call decided, or none reached TCP in the kernel)"
+    );
+    assert_eq!(n[0], 0, "a connect to the denied port succeeded");
+    denied.set_nonblocking(true).unwrap();
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+}
+
 #[test]
 fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
     let dir = TempDir::new("race");

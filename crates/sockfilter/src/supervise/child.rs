@@ -6,8 +6,9 @@ use super::sys::{pidfd_getfd, pidfd_open};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-/// In the child between fork and exec: install the filter, report
-/// `[pid, listener fd]` and wait until the parent has taken the listener.
+/// In the child between fork and exec: install the Landlock TCP backstop
+/// and the filter, report `[pid, listener fd, Landlock errno]` and wait
+/// until the parent has taken the listener.
 pub(super) fn child_setup(prog: &filter::Program, fds: [RawFd; 4]) -> io::Result<()> {
     let [report, ack, parent_report, parent_ack] = fds;
     // SAFETY: async-signal-safe system calls on memory valid for the call.
@@ -18,6 +19,7 @@ pub(super) fn child_setup(prog: &filter::Program, fds: [RawFd; 4]) -> io::Result
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }
+        let landlock = super::landlock::restrict_tcp();
         let fprog = prog.fprog();
         let fd = libc::syscall(
             libc::SYS_seccomp,
@@ -28,8 +30,8 @@ pub(super) fn child_setup(prog: &filter::Program, fds: [RawFd; 4]) -> io::Result
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let msg: [i32; 2] = [libc::getpid(), fd as i32];
-        if libc::write(report, msg.as_ptr().cast(), 8) != 8 {
+        let msg: [i32; 3] = [libc::getpid(), fd as i32, landlock];
+        if libc::write(report, msg.as_ptr().cast(), 12) != 12 {
             return Err(io::Error::last_os_error());
         }
         let mut b = 0u8;
@@ -41,13 +43,20 @@ pub(super) fn child_setup(prog: &filter::Program, fds: [RawFd; 4]) -> io::Result
     Ok(())
 }
 
+/// What the child reports: its listener, taken with `pidfd_getfd`, and
+/// why the Landlock TCP backstop is missing (0: it is in place).
+pub(super) struct Installed {
+    pub(super) listener: OwnedFd,
+    pub(super) landlock_errno: i32,
+}
+
 /// In the parent: take the child's listener with pidfd_getfd and let it exec.
-pub(super) fn fetch_listener(report: OwnedFd, ack: OwnedFd) -> io::Result<Option<OwnedFd>> {
-    let mut buf = [0u8; 8];
+pub(super) fn fetch_listener(report: OwnedFd, ack: OwnedFd) -> io::Result<Option<Installed>> {
+    let mut buf = [0u8; 12];
     let mut got = 0;
-    while got < 8 {
+    while got < 12 {
         // SAFETY: reading into a valid buffer.
-        let n = unsafe { libc::read(report.as_raw_fd(), buf[got..].as_mut_ptr().cast(), 8 - got) };
+        let n = unsafe { libc::read(report.as_raw_fd(), buf[got..].as_mut_ptr().cast(), 12 - got) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -61,10 +70,14 @@ pub(super) fn fetch_listener(report: OwnedFd, ack: OwnedFd) -> io::Result<Option
         got += n as usize;
     }
     let pid = i32::from_ne_bytes(buf[..4].try_into().unwrap());
-    let fd = i32::from_ne_bytes(buf[4..].try_into().unwrap());
+    let fd = i32::from_ne_bytes(buf[4..8].try_into().unwrap());
+    let landlock_errno = i32::from_ne_bytes(buf[8..].try_into().unwrap());
     let pidfd = pidfd_open(pid, 0)?;
     let listener = pidfd_getfd(&pidfd, fd)?;
     // SAFETY: writing one byte from a valid buffer.
     unsafe { libc::write(ack.as_raw_fd(), b"k".as_ptr().cast(), 1) };
-    Ok(Some(listener))
+    Ok(Some(Installed {
+        listener,
+        landlock_errno,
+    }))
 }

@@ -41,6 +41,7 @@ mod child;
 mod connect_send;
 mod credentials;
 mod filter;
+mod landlock;
 mod message;
 mod notify;
 mod request;

@@ -47,11 +47,13 @@ pub enum SuperviseError {
 
 pub(super) type DecideFn = dyn Fn(&Request) -> Verdict + Send + Sync;
 pub(super) type EventFn = dyn Fn(&Event) + Send + Sync;
+type WarnFn = dyn Fn(&str) + Send + Sync;
 
 /// Runs commands with their socket calls held until the decision callback answers.
 pub struct Supervisor {
     decide: Box<DecideFn>,
     on_event: Option<Box<EventFn>>,
+    on_warning: Option<Box<WarnFn>>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -70,6 +72,7 @@ impl Supervisor {
         Supervisor {
             decide: Box::new(decide),
             on_event: None,
+            on_warning: None,
         }
     }
 
@@ -78,6 +81,14 @@ impl Supervisor {
     /// sent to with an allowing verdict is not decided again and not reported.
     pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f` with a message when supervision starts with a guarantee
+    /// missing because the kernel lacks a feature (today: the Landlock TCP
+    /// backstop, see `docs/security.md`).
+    pub fn on_warning(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_warning = Some(Box::new(f));
         self
     }
 
@@ -129,8 +140,8 @@ impl Supervisor {
                 });
             }
         };
-        let listener = match fetched {
-            Ok(Some(fd)) => fd,
+        let installed = match fetched {
+            Ok(Some(installed)) => installed,
             Ok(None) => {
                 return Err(SuperviseError::Seccomp(io::Error::other(
                     "the child did not report its listener",
@@ -138,8 +149,19 @@ impl Supervisor {
             }
             Err(err) => return Err(SuperviseError::Seccomp(err)),
         };
+        if installed.landlock_errno != 0 {
+            if let Some(warn) = &self.on_warning {
+                warn(&format!(
+                    "no Landlock TCP backstop ({}; needs Landlock ABI 4, Linux 6.7, with \
+                     landlock in the kernel's lsm= list): a multi-threaded program can get \
+                     a TCP bind or connect through undecided by racing dup2() against a call \
+                     on a non-IP socket (docs/security.md)",
+                    io::Error::from_raw_os_error(installed.landlock_errno)
+                ));
+            }
+        }
         let core = Arc::new(Core {
-            listener,
+            listener: installed.listener,
             decide: self.decide,
             on_event: self.on_event,
             sent: Mutex::new(HashSet::new()),
