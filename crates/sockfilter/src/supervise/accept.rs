@@ -122,6 +122,7 @@ fn install(
         fd: conn,
         family: sock.family,
         ty: sock.ty,
+        protocol: sock.protocol,
     };
     let mut req = call.request(&connsock, Operation::Accept, sc, connsock.local(), remote);
     req.listener = Some(sock.cookie());

@@ -23,6 +23,7 @@ const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
@@ -56,6 +57,9 @@ impl Asm {
     }
     fn jge(&mut self, k: u32, t: T, f: T) {
         self.ins.push((JGE_K, t, f, k));
+    }
+    fn and(&mut self, k: u32) {
+        self.ins.push((AND_K, T::Next, T::Next, k));
     }
     fn ret(&mut self, k: u32) {
         self.ins.push((RET_K, T::Next, T::Next, k));
@@ -128,12 +132,27 @@ pub fn program() -> io::Result<Program> {
     ] {
         a.jeq(nr as u32, notif, T::Next);
     }
+    a.jeq(libc::SYS_socket as u32, T::L("socket"), T::Next);
     a.jeq(libc::SYS_sendto as u32, T::Next, allow);
     // sendto: held only with a destination address (args[4] != NULL).
     a.ld(off_arg_lo(4));
     a.jeq(0, T::Next, notif);
     a.ld(off_arg_hi(4));
     a.jeq(0, allow, notif);
+    // socket: no SCTP on IPv4/IPv6. SCTP binds and connects through
+    // setsockopt (SCTP_SOCKOPT_BINDX_ADD, SCTP_SOCKOPT_CONNECTX), which is
+    // not held, so its addresses could not be decided. SOCK_SEQPACKET with
+    // protocol 0 is SCTP too.
+    a.label("socket");
+    a.ld(off_arg_lo(0));
+    a.jeq(libc::AF_INET as u32, T::L("inet_socket"), T::Next);
+    a.jeq(libc::AF_INET6 as u32, T::L("inet_socket"), allow);
+    a.label("inet_socket");
+    a.ld(off_arg_lo(2));
+    a.jeq(libc::IPPROTO_SCTP as u32, eperm, T::Next);
+    a.ld(off_arg_lo(1));
+    a.and(0xf);
+    a.jeq(libc::SOCK_SEQPACKET as u32, eperm, allow);
     if cfg!(target_arch = "x86_64") {
         a.label("i386");
         a.ld(OFF_NR);

@@ -7,8 +7,9 @@ use super::call::{Answer, Call};
 use super::caller::open_pidfd;
 use super::connect_send::{do_connect, do_send};
 use super::credentials::Creds;
-use super::request::Syscall;
+use super::request::{Operation, Syscall, Verdict};
 use super::socket::take_socket;
+use super::socket::Sock;
 use super::supervisor::{DecideFn, EventFn};
 use super::waiter::Waiter;
 use super::workers::Workers;
@@ -172,6 +173,9 @@ pub(super) fn serve(call: Call, sc: Syscall) -> Answer {
         Ok(None) => return Answer::Continue,
         Err(e) => return Answer::Result(Err(e)),
     };
+    if !sock.decidable() {
+        return refuse_undecidable(&call, &sock, sc);
+    }
     match sc {
         Syscall::Bind => do_bind(call, sock),
         Syscall::Listen => do_listen(call, sock),
@@ -179,4 +183,24 @@ pub(super) fn serve(call: Call, sc: Syscall) -> Answer {
         Syscall::Accept | Syscall::Accept4 => do_accept(call, sock, sc),
         Syscall::Sendto | Syscall::Sendmsg | Syscall::Sendmmsg => do_send(call, sock, sc),
     }
+}
+
+/// Name of the (built-in) rule reported for calls on IP sockets whose
+/// protocol a policy cannot decide about.
+pub(super) const UNSUPPORTED_PROTOCOL: &str = "sockfilter:unsupported-protocol";
+
+/// A call on an IP socket of a protocol other than TCP, MPTCP, UDP or
+/// UDP-Lite fails with `EPERM`, reported as denied by
+/// [`UNSUPPORTED_PROTOCOL`]: a policy has no words for it, so allowing it
+/// would let it past every rule.
+fn refuse_undecidable(call: &Call, sock: &Sock, sc: Syscall) -> Answer {
+    let op = match sc {
+        Syscall::Bind => Operation::Bind,
+        Syscall::Listen => Operation::Listen,
+        Syscall::Accept | Syscall::Accept4 => Operation::Accept,
+        _ => Operation::Connect,
+    };
+    let req = call.request(sock, op, sc, sock.local(), None);
+    call.emit(&req, &Verdict::deny().with_rule(UNSUPPORTED_PROTOCOL), None);
+    Answer::Result(Err(libc::EPERM))
 }

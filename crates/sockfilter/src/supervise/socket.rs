@@ -16,9 +16,24 @@ pub(super) struct Sock {
     pub(super) fd: OwnedFd,
     pub(super) family: Family,
     pub(super) ty: libc::c_int,
+    /// `SO_PROTOCOL`: IPPROTO_TCP, IPPROTO_UDP, ...
+    pub(super) protocol: libc::c_int,
 }
 
 impl Sock {
+    /// Whether a policy can decide about this socket's calls: TCP (and
+    /// MPTCP, TCP on the wire), UDP and UDP-Lite. Not SCTP (which binds and
+    /// connects through setsockopt too), ICMP "ping" sockets or raw sockets
+    /// (whose packets carry their own headers).
+    pub(super) fn decidable(&self) -> bool {
+        matches!(
+            self.protocol,
+            libc::IPPROTO_TCP | libc::IPPROTO_MPTCP | libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE
+        )
+    }
+
+    /// The protocol a policy names: `tcp` for stream sockets, `udp` for the
+    /// others (the nearest word for a socket that is not [`Self::decidable`]).
     pub(super) fn proto(&self) -> Proto {
         match self.ty {
             libc::SOCK_STREAM | libc::SOCK_SEQPACKET => Proto::Tcp,
@@ -122,6 +137,11 @@ pub(super) fn take_socket(call: &Call) -> Result<Option<Sock>, Errno> {
         _ => return Ok(None),
     };
     let ty = getsockopt_int(fd.as_raw_fd(), libc::SO_TYPE)?;
-    let _ = getsockopt_int(fd.as_raw_fd(), SO_PROTOCOL);
-    Ok(Some(Sock { fd, family, ty }))
+    let protocol = getsockopt_int(fd.as_raw_fd(), SO_PROTOCOL)?;
+    Ok(Some(Sock {
+        fd,
+        family,
+        ty,
+        protocol,
+    }))
 }
