@@ -59,7 +59,7 @@ impl Event {
     /// let v: serde_json::Value = serde_json::from_str(r#"{"event":"listen","time":"2026-11-26T08:22:09.123456Z",
     ///   "verdict":"allow","pid":42,"uid":0,"comm":"nc","exe":"/usr/bin/nc","cgroup":"/","proto":"tcp",
     ///   "family":"ipv4","local":{"ip":"0.0.0.0","port":22},"remote":null,"socket":7,"existing":false,
-    ///   "rule":null,"backlog":5,"host":"web-01"}"#).unwrap();
+    ///   "rule":null,"backlog":5,"unit":null,"container":null,"pod_uid":null,"host":"web-01"}"#).unwrap();
     /// let e = Event::from_json(&v).unwrap();
     /// assert_eq!(e.local.port, 22);
     /// let mut again = e.to_json();
