@@ -150,6 +150,10 @@ pub fn program() -> io::Result<Program> {
     a.label("inet_socket");
     a.ld(off_arg_lo(2));
     a.jeq(libc::IPPROTO_SCTP as u32, eperm, T::Next);
+    // MPTCP: "not supported", so that programs fall back to TCP. Landlock
+    // does not cover MPTCP (Linux 6.18), so the backstop would not stop an
+    // MPTCP connect that a dup2() race gets past the supervisor.
+    a.jeq(libc::IPPROTO_MPTCP as u32, T::L("eprotonosupport"), T::Next);
     a.ld(off_arg_lo(1));
     a.and(0xf);
     a.jeq(libc::SOCK_SEQPACKET as u32, eperm, allow);
@@ -170,6 +174,8 @@ pub fn program() -> io::Result<Program> {
     a.ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
     a.label("eperm");
     a.ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+    a.label("eprotonosupport");
+    a.ret(libc::SECCOMP_RET_ERRNO | libc::EPROTONOSUPPORT as u32);
     a.finish()
 }
 

@@ -170,6 +170,11 @@ pub(super) fn handle(core: &Arc<Core>, notif: &libc::seccomp_notif) {
 pub(super) fn serve(call: Call, sc: Syscall) -> Answer {
     let sock = match take_socket(&call) {
         Ok(Some(s)) => s,
+        // A fast-open send continued on a non-IP socket would make a TCP
+        // connect if a dup2() race put a TCP socket there meanwhile, and
+        // Landlock does not check fast-open connects: refused (the flag
+        // means nothing to other families).
+        Ok(None) if fast_open(&call, sc) => return Answer::Result(Err(libc::EPERM)),
         Ok(None) => return Answer::Continue,
         Err(e) => return Answer::Result(Err(e)),
     };
@@ -203,4 +208,14 @@ fn refuse_undecidable(call: &Call, sock: &Sock, sc: Syscall) -> Answer {
     let req = call.request(sock, op, sc, sock.local(), None);
     call.emit(&req, &Verdict::deny().with_rule(UNSUPPORTED_PROTOCOL), None);
     Answer::Result(Err(libc::EPERM))
+}
+
+/// Whether the call is a send with `MSG_FASTOPEN`.
+fn fast_open(call: &Call, sc: Syscall) -> bool {
+    let flags = match sc {
+        Syscall::Sendto | Syscall::Sendmmsg => call.args[3],
+        Syscall::Sendmsg => call.args[2],
+        _ => return false,
+    };
+    flags as i32 & libc::MSG_FASTOPEN != 0
 }
