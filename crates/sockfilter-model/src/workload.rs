@@ -112,9 +112,10 @@ impl Workload {
     }
 }
 
-/// A systemd unit that holds processes: `NAME.service` or `NAME.scope`,
-/// NAME made of the characters systemd allows in unit names.
-fn is_unit(c: &str) -> bool {
+/// Whether `c` names a systemd unit that holds processes: `NAME.service`
+/// or `NAME.scope`, NAME made of the characters systemd allows in unit
+/// names.
+pub fn is_unit(c: &str) -> bool {
     let Some(name) = c
         .strip_suffix(".service")
         .or_else(|| c.strip_suffix(".scope"))

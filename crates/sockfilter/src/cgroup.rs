@@ -79,6 +79,14 @@ impl CgroupNames {
     }
 }
 
+/// Every cgroup of the hierarchy mounted at `root`: its path as
+/// /proc/PID/cgroup shows it, and its id.
+pub fn hierarchy(root: &Path) -> Vec<(String, u64)> {
+    let mut by_id = HashMap::new();
+    scan(root, root, &mut by_id);
+    by_id.into_iter().map(|(id, path)| (path, id)).collect()
+}
+
 fn scan(root: &Path, dir: &Path, out: &mut HashMap<u64, String>) {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(dir) else {

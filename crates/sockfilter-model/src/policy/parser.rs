@@ -28,7 +28,7 @@ pub(super) fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-const RULE_KEYS: &str = "name, action, on, proto, family, local_ip, remote_ip, local_port, remote_port, exe, comm, uid, cgroup";
+const RULE_KEYS: &str = "name, action, on, proto, family, local_ip, remote_ip, local_port, remote_port, exe, comm, uid, cgroup, unit, container";
 
 pub(super) struct Parser<'a> {
     pub(super) text: &'a str,
@@ -178,6 +178,8 @@ impl Parser<'_> {
             comm: None,
             uid: None,
             cgroup: None,
+            unit: None,
+            container: None,
             line: self.line_of(span.start),
         };
         for Entry {
@@ -272,6 +274,12 @@ impl Parser<'_> {
                     })?)
                 }
                 "cgroup" => rule.cgroup = Some(self.cgroup(value)?),
+                "unit" => rule.unit = Some(self.list(field, value, "systemd unit names", |item| self.unit(item))?),
+                "container" => {
+                    rule.container = Some(self.list(field, value, "container ids", |item| {
+                        self.container(item)
+                    })?)
+                }
                 other => {
                     let which = match entries.iter().find(|e| e.key == "name") {
                         Some(Entry {
@@ -475,6 +483,48 @@ impl Parser<'_> {
             ));
         }
         Ok(s.to_owned())
+    }
+
+    fn unit(&self, node: &Node) -> Result<String, PolicyError> {
+        let s = self.string("unit", node, "a systemd unit name, e.g. \"nginx.service\"")?;
+        if crate::workload::is_unit(s) {
+            return Ok(s.to_owned());
+        }
+        let why = if s.ends_with(".slice") {
+            "is a slice, which holds no processes of its own; use `cgroup = \"/...\"` for a subtree"
+        } else {
+            "is not a systemd service or scope name"
+        };
+        Err(self.error(
+            &node.span,
+            format!("`unit`: {s:?} {why}; write a unit as systemd names it, e.g. \"nginx.service\" or \"session-2.scope\""),
+        ))
+    }
+
+    fn container(&self, node: &Node) -> Result<String, PolicyError> {
+        let s = self.string(
+            "container",
+            node,
+            "a container id or a prefix of at least 12 hex digits",
+        )?;
+        let hex = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if hex && (12..=64).contains(&s.len()) {
+            return Ok(s.to_owned());
+        }
+        let why = if !hex && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            "has upper-case digits; container ids are lower-case hex".to_string()
+        } else if !hex {
+            "is not hexadecimal; a container is named by its id (64 hex digits), not its name"
+                .to_string()
+        } else if s.len() < 12 {
+            format!(
+                "has {} hex digits; write at least 12 so that it names one container",
+                s.len()
+            )
+        } else {
+            format!("has {} hex digits; a container id has 64", s.len())
+        };
+        Err(self.error(&node.span, format!("`container`: {s:?} {why}")))
     }
 
     fn cgroup(&self, node: &Node) -> Result<String, PolicyError> {

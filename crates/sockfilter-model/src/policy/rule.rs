@@ -2,6 +2,7 @@
 
 use super::{Action, Cidr, Operation, PortRange};
 use crate::event::{Endpoint, Family, Proto};
+use crate::workload::Workload;
 
 /// One `[[rule]]` of a policy.
 ///
@@ -38,6 +39,12 @@ pub struct Rule {
     pub uid: Option<Vec<u32>>,
     /// A cgroup v2 path; matches that cgroup and everything below it.
     pub cgroup: Option<String>,
+    /// systemd units (services or scopes), compared exactly with the unit
+    /// the process's cgroup path names ([`Workload::unit`]).
+    pub unit: Option<Vec<String>>,
+    /// Container ids, or prefixes of at least 12 lowercase hex digits,
+    /// matched against the container the cgroup path names.
+    pub container: Option<Vec<String>>,
     /// The 1-based line of the rule's `[[rule]]` header in the policy file.
     pub line: usize,
 }
@@ -62,6 +69,28 @@ impl Rule {
                 .cgroup
                 .as_ref()
                 .is_none_or(|c| subject.cgroup.is_some_and(|s| cgroup_contains(c, s)))
+            && (!self.constrains_workload()
+                || subject
+                    .cgroup
+                    .is_some_and(|c| self.matches_workload(&Workload::of_cgroup(c))))
+    }
+
+    /// Whether the rule has `unit` or `container`.
+    pub fn constrains_workload(&self) -> bool {
+        self.unit.is_some() || self.container.is_some()
+    }
+
+    /// Whether the unit and container a cgroup path names satisfy the
+    /// rule's `unit` and `container` (true when it has neither).
+    pub fn matches_workload(&self, w: &Workload) -> bool {
+        self.unit
+            .as_ref()
+            .is_none_or(|units| w.unit.as_ref().is_some_and(|u| units.contains(u)))
+            && self.container.as_ref().is_none_or(|ids| {
+                w.container
+                    .as_ref()
+                    .is_some_and(|c| ids.iter().any(|p| c.id.starts_with(p.as_str())))
+            })
     }
 }
 

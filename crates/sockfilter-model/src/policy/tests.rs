@@ -312,6 +312,83 @@ fn cgroup_matches_its_subtree_by_component() {
 }
 
 #[test]
+fn unit_rules_match_the_unit_the_cgroup_names() {
+    let r = rule("unit = [\"nginx.service\", \"session-2.scope\"]");
+    let mut s = tcp4(Operation::Listen);
+    for (cgroup, hit) in [
+        ("/system.slice/nginx.service", true),
+        ("/system.slice/nginx.service/worker", true),
+        ("/user.slice/user-1000.slice/session-2.scope", true),
+        ("/system.slice/nginx2.service", false),
+        // A user's own nginx.service is inside user@1000.service: not it.
+        (
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+            false,
+        ),
+    ] {
+        s.cgroup = Some(cgroup);
+        assert_eq!(r.matches(&s), hit, "{cgroup}");
+    }
+    s.cgroup = None;
+    assert!(!r.matches(&s), "unknown cgroup: no match");
+}
+
+#[test]
+fn container_rules_match_an_id_or_a_prefix() {
+    let id = "3f2a4c9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
+    let mut s = tcp4(Operation::Connect);
+    let docker = format!("/system.slice/docker-{id}.scope");
+    let crio = format!("/kubepods/pod9c1e6f3a-2b4d-4e8f-a1b2-c3d4e5f60718/crio-{id}");
+    for value in [id, &id[..12]] {
+        let r = rule(&format!("container = [\"{value}\"]"));
+        for path in [&docker, &crio] {
+            s.cgroup = Some(path);
+            assert!(r.matches(&s), "{value} {path}");
+        }
+        s.cgroup = Some("/system.slice/docker-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.scope");
+        assert!(!r.matches(&s));
+        s.cgroup = Some("/system.slice/nginx.service");
+        assert!(!r.matches(&s));
+    }
+    // Both constraints: the unit and the container must match.
+    let both = rule(&format!(
+        "unit = [\"docker-{id}.scope\"]\ncontainer = [\"{}\"]",
+        &id[..12]
+    ));
+    s.cgroup = Some(&docker);
+    assert!(both.matches(&s));
+    s.cgroup = Some(&crio);
+    assert!(!both.matches(&s), "no unit in the cgroupfs layout");
+}
+
+#[test]
+fn bad_units_and_containers_are_clear_errors() {
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\nunit = [\"nginx\"]\n");
+    assert!(
+        e.starts_with("t.toml:4:9: `unit`: \"nginx\" is not a systemd service or scope name"),
+        "{e}"
+    );
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\nunit = [\"system.slice\"]\n");
+    assert!(e.contains("is a slice"), "{e}");
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\ncontainer = [\"3f2a4c9d\"]\n");
+    assert!(
+        e.starts_with("t.toml:4:14: `container`: \"3f2a4c9d\" has 8 hex digits; write at least 12"),
+        "{e}"
+    );
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\ncontainer = [\"web-frontend\"]\n");
+    assert!(e.contains("is not hexadecimal"), "{e}");
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\ncontainer = [\"3F2A4C9D8E7B\"]\n");
+    assert!(e.contains("upper-case"), "{e}");
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\ncontainer = []\n");
+    assert!(e.contains("empty list"), "{e}");
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\npod = [\"x\"]\n");
+    assert!(
+        e.contains("unit, container"),
+        "the key list names the new keys: {e}"
+    );
+}
+
+#[test]
 fn ipv4_cidrs_match_v4_mapped_addresses_only_through_the_embedded_address() {
     let r = rule("remote_ip = [\"10.0.0.0/8\"]");
     let mut s = Subject::new(Operation::Connect, Proto::Tcp, Family::Ipv6);

@@ -4,7 +4,7 @@
 //! lookup attached to every network namespace as it appears; denied
 //! listeners closed. Shared by `sockfilter enforce` and `sockfilter daemon`.
 
-use super::compile::{compile, unenforceable, CompileError, Compiled};
+use super::compile::{compile, unenforceable, workload_roots, CompileError, Compiled};
 use super::Enforcer;
 use crate::watch::Watcher;
 use sockfilter_model::event::{Event, EventKind, Verdict};
@@ -34,20 +34,32 @@ pub fn prepare(path: &Path) -> Result<(Policy, Compiled), Vec<String>> {
     let policy = load_enforceable(path)?;
     let root = crate::cgroup::cgroup2_mount()
         .ok_or_else(|| vec!["no cgroup v2 hierarchy is mounted".to_string()])?;
+    let compiled = compile_now(&policy, &root).map_err(|e| {
+        let line = match &e {
+            CompileError::NoCgroup { line, .. } | CompileError::AmbiguousContainer { line, .. } => {
+                *line
+            }
+            _ => 1,
+        };
+        vec![format!("{}:{line}:1: {e}", path.display())]
+    })?;
+    Ok((policy, compiled))
+}
+
+/// Compiles `policy` against the cgroup hierarchy as it is now.
+fn compile_now(policy: &Policy, root: &Path) -> Result<Compiled, CompileError> {
     let cgroup_id = |p: &str| {
         std::fs::metadata(root.join(p.trim_start_matches('/')))
             .ok()
             .filter(|m| m.is_dir())
             .map(|m| m.ino())
     };
-    let compiled = compile(&policy, cgroup_id, &root.display().to_string()).map_err(|e| {
-        let line = match &e {
-            CompileError::NoCgroup { line, .. } => *line,
-            _ => 1,
-        };
-        vec![format!("{}:{line}:1: {e}", path.display())]
-    })?;
-    Ok((policy, compiled))
+    let tree = if policy.rules.iter().any(|r| r.constrains_workload()) {
+        crate::cgroup::hierarchy(root)
+    } else {
+        Vec::new()
+    };
+    compile(policy, cgroup_id, &tree, &root.display().to_string())
 }
 
 /// (device, inode, mtime, size): changes when the file is edited in place
@@ -67,6 +79,11 @@ pub struct PolicyAgent {
     namespaces: HashSet<u64>,
     last_scan: Instant,
     rules: usize,
+    /// The policy in force, when it has `unit` or `container` rules: it is
+    /// compiled again whenever the cgroups they name change.
+    by_workload: Option<Policy>,
+    /// The cgroups where those units and containers started, as compiled.
+    workload_roots: Vec<(String, u64)>,
 }
 
 impl PolicyAgent {
@@ -81,6 +98,8 @@ impl PolicyAgent {
             namespaces: HashSet::new(),
             last_scan: Instant::now(),
             rules: 0,
+            by_workload: None,
+            workload_roots: Vec::new(),
         };
         agent.scan_namespaces(w);
         w.set_rule_names(agent.enforcer.rule_names());
@@ -97,7 +116,43 @@ impl PolicyAgent {
         self.enforcer
             .install(w.probe_mut().bpf_mut(), policy, compiled)?;
         self.rules = policy.rules.len();
+        self.by_workload = policy
+            .rules
+            .iter()
+            .any(|r| r.constrains_workload())
+            .then(|| policy.clone());
+        self.workload_roots = compiled.workload_roots.clone();
         Ok(())
+    }
+
+    /// Compiles the policy in force again when the cgroups of the units
+    /// and containers it names changed (a unit restarted, a container
+    /// started or stopped): each new cgroup gets its entry.
+    fn follow_workloads(&mut self, w: &mut Watcher) {
+        let Some(policy) = self.by_workload.clone() else {
+            return;
+        };
+        let Some(root) = crate::cgroup::cgroup2_mount() else {
+            return;
+        };
+        let tree = crate::cgroup::hierarchy(&root);
+        if workload_roots(&policy, &tree) == self.workload_roots {
+            return;
+        }
+        let result = compile_now(&policy, &root)
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.install(w, &policy, &c).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => eprintln!(
+                "sockfilter: the units and containers the policy names now have {} cgroups; policy compiled again",
+                self.workload_roots.len()
+            ),
+            Err(e) => {
+                // Keep the policy in force; say so once per change.
+                self.workload_roots = workload_roots(&policy, &tree);
+                eprintln!("sockfilter: units or containers changed, but the policy could not be compiled again (the previous compilation stays in force): {e}");
+            }
+        }
     }
 
     /// The policy file.
@@ -196,12 +251,14 @@ impl PolicyAgent {
     }
 
     /// Periodically (about every 200 ms): reload when the file changed,
+    /// follow the cgroups of the units and containers the policy names,
     /// look for new namespaces every second.
     pub fn on_tick(&mut self, w: &mut Watcher) {
         let now = fingerprint(&self.path);
         if now.is_some() && now != self.fingerprint {
             self.reload(w, "file changed");
         }
+        self.follow_workloads(w);
         if self.last_scan.elapsed() >= Duration::from_secs(1) {
             self.scan_namespaces(w);
         }

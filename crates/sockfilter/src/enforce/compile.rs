@@ -5,12 +5,15 @@
 //! Scheme: rules are numbered in file order. For every dimension of a
 //! request (kind, local/remote address, local/remote port, exe, comm, uid,
 //! cgroup) each possible value maps to a bitmap of the rules that value
-//! allows in that dimension (a rule that does not constrain the dimension is
+//! allows in that dimension (`unit` and `container` are functions of the
+//! cgroup path, so they are compiled into the cgroup dimension: each cgroup
+//! where a named unit or container starts gets an entry) (a rule that does not constrain the dimension is
 //! in every bitmap). The first rule set in all nine bitmaps decides.
 //! Identical bitmaps are stored once.
 
 use sockfilter_model::event::{Family, Proto};
 use sockfilter_model::policy::{cgroup_contains, Action, Cidr, Operation, Policy, Rule};
+use sockfilter_model::workload::Workload;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -89,6 +92,10 @@ pub struct Compiled {
     pub uid: Vec<(u32, u32)>,
     /// cgroup id -> bitmap id.
     pub cgroup: Vec<(u64, u32)>,
+    /// The cgroups (path, id) where a unit or container named by a rule
+    /// starts, as found when compiling: when this set changes (a unit
+    /// restarted, a container started) the policy must be compiled again.
+    pub workload_roots: Vec<(String, u64)>,
     /// Rule index -> `enum sf_verdict`.
     pub verdicts: Vec<u32>,
 }
@@ -111,6 +118,83 @@ pub enum CompileError {
         /// The cgroup2 mount.
         root: String,
     },
+    /// A container prefix names several running containers.
+    #[error("rule {rule:?} (line {line}): container {prefix:?} is the prefix of several running containers ({}); write more of the id", ids.join(", "))]
+    AmbiguousContainer {
+        /// Rule name.
+        rule: String,
+        /// Its line.
+        line: usize,
+        /// The prefix in the rule.
+        prefix: String,
+        /// The ids it is a prefix of.
+        ids: Vec<String>,
+    },
+}
+
+/// The parent of a cgroup path (`/a/b` -> `/a`, `/a` -> `/`).
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The cgroups of `tree` (every cgroup of the hierarchy, path and id) where
+/// a unit or container that some rule names starts: the cgroup whose
+/// parent does not name the same unit and container.
+pub fn workload_roots(policy: &Policy, tree: &[(String, u64)]) -> Vec<(String, u64)> {
+    let rules: Vec<&Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.constrains_workload())
+        .collect();
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    let mut roots: Vec<(String, u64)> = tree
+        .iter()
+        .filter(|(path, _)| {
+            let w = Workload::of_cgroup(path);
+            if w.unit.is_none() && w.container.is_none() {
+                return false;
+            }
+            let up = Workload::of_cgroup(parent(path));
+            (up.unit != w.unit || up.container != w.container)
+                && rules.iter().any(|r| r.matches_workload(&w))
+        })
+        .cloned()
+        .collect();
+    roots.sort();
+    roots
+}
+
+/// Refuses a container prefix that names more than one container of `tree`.
+fn check_container_prefixes(policy: &Policy, tree: &[(String, u64)]) -> Result<(), CompileError> {
+    let mut ids: Vec<String> = tree
+        .iter()
+        .filter_map(|(path, _)| Workload::of_cgroup(path).container.map(|c| c.id))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for r in &policy.rules {
+        for prefix in r.container.iter().flatten().filter(|p| p.len() < 64) {
+            let hits: Vec<String> = ids
+                .iter()
+                .filter(|id| id.starts_with(prefix.as_str()))
+                .cloned()
+                .collect();
+            if hits.len() > 1 {
+                return Err(CompileError::AmbiguousContainer {
+                    rule: r.name.clone(),
+                    line: r.line,
+                    prefix: prefix.clone(),
+                    ids: hits,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `enum sf_verdict` of an action.
@@ -307,10 +391,13 @@ fn keyed_dimension<K: Clone + Eq + std::hash::Hash>(
 }
 
 /// Compiles `policy`. `cgroup_id` turns a cgroup path (as in
-/// /proc/PID/cgroup) into its id, or None if it does not exist.
+/// /proc/PID/cgroup) into its id, or None if it does not exist; `tree` is
+/// every cgroup of the hierarchy (path and id), where the units and
+/// containers that rules name are looked for.
 pub fn compile(
     policy: &Policy,
     cgroup_id: impl Fn(&str) -> Option<u64>,
+    tree: &[(String, u64)],
     cgroup_root: &str,
 ) -> Result<Compiled, CompileError> {
     let rules = &policy.rules;
@@ -341,7 +428,7 @@ pub fn compile(
     let w_exe = wildcard(&|r| r.exe.is_some());
     let w_comm = wildcard(&|r| r.comm.is_some());
     let w_uid = wildcard(&|r| r.uid.is_some());
-    let w_cgroup = wildcard(&|r| r.cgroup.is_some());
+    let w_cgroup = wildcard(&|r| r.cgroup.is_some() || r.constrains_workload());
     let ones = wildcard(&|_| false);
 
     let mut kind = [0u32; 16];
@@ -393,8 +480,12 @@ pub fn compile(
     );
     let uid = keyed_dimension(rules, |r| r.uid.clone(), &w_uid, &mut bm);
 
-    // cgroups: every named cgroup gets the rules naming it or an ancestor.
-    let mut cgroup = Vec::new();
+    // cgroups: every cgroup that a rule names, and every cgroup where a
+    // unit or container that a rule names starts, gets the rules that match
+    // it; the kernel uses the deepest such ancestor of a process's cgroup.
+    check_container_prefixes(policy, tree)?;
+    let roots = workload_roots(policy, tree);
+    let mut entries: Vec<(String, u64)> = roots.clone();
     let mut named: Vec<&str> = rules.iter().filter_map(|r| r.cgroup.as_deref()).collect();
     named.sort_unstable();
     named.dedup();
@@ -411,16 +502,22 @@ pub fn compile(
                 root: cgroup_root.to_string(),
             });
         };
-        let mut bits = w_cgroup.clone();
+        entries.push((path.to_string(), id));
+    }
+    entries.sort();
+    entries.dedup();
+    let mut cgroup = Vec::new();
+    for (path, id) in &entries {
+        let workload = Workload::of_cgroup(path);
+        let mut bits = bm.empty();
         for (i, r) in rules.iter().enumerate() {
-            if r.cgroup
-                .as_deref()
-                .is_some_and(|c| cgroup_contains(c, path))
+            if r.cgroup.as_deref().is_none_or(|c| cgroup_contains(c, path))
+                && r.matches_workload(&workload)
             {
                 set(&mut bits, i);
             }
         }
-        cgroup.push((id, bm.id(&bits)));
+        cgroup.push((*id, bm.id(&bits)));
     }
 
     let mut wild = [0u32; dim::COUNT];
@@ -453,7 +550,9 @@ pub fn compile(
         (
             dim::CGROUP,
             &w_cgroup,
-            rules.iter().any(|r| r.cgroup.is_some()),
+            rules
+                .iter()
+                .any(|r| r.cgroup.is_some() || r.constrains_workload()),
         ),
     ] {
         wild[d] = bm.id(w);
@@ -478,6 +577,7 @@ pub fn compile(
         comm,
         uid,
         cgroup,
+        workload_roots: roots,
         verdicts: rules.iter().map(|r| verdict_code(r.action)).collect(),
     })
 }
@@ -503,11 +603,15 @@ pub fn unenforceable(policy: &Policy) -> Vec<(usize, String)> {
                 )
             })
         };
-        let owner = r.exe.is_some() || r.comm.is_some() || r.uid.is_some() || r.cgroup.is_some();
+        let owner = r.exe.is_some()
+            || r.comm.is_some()
+            || r.uid.is_some()
+            || r.cgroup.is_some()
+            || r.constrains_workload();
         let problems = [
             has(
                 owner,
-                "exe/comm/uid/cgroup",
+                "exe/comm/uid/cgroup/unit/container",
                 &[Operation::Accept],
                 "inbound connections are decided in the kernel's socket lookup, before any process takes them; split the rule, or use `sockfilter supervise`",
             ),
@@ -658,6 +762,7 @@ proto = "udp"
         let c = compile(
             &p,
             |path| cgroups.iter().find(|(p, _)| *p == path).map(|(_, id)| *id),
+            &[],
             "/sys/fs/cgroup",
         )
         .unwrap();
@@ -727,6 +832,90 @@ proto = "udp"
     }
 
     #[test]
+    fn unit_and_container_rules_compile_into_the_cgroup_dimension() {
+        let id = "3f2a4c9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
+        let other = "a".repeat(64);
+        let p = policy(&format!(
+            r#"
+default = "allow"
+[[rule]]
+name = "web-only-listens"
+action = "deny"
+on = ["bind"]
+unit = ["web.service"]
+[[rule]]
+name = "trusted-container"
+action = "allow"
+container = ["{}"]
+[[rule]]
+name = "other-containers"
+action = "deny"
+cgroup = "/system.slice"
+"#,
+            &id[..12]
+        ));
+        let tree: Vec<(String, u64)> = [
+            "/",
+            "/system.slice",
+            "/system.slice/web.service",
+            "/system.slice/web.service/worker",
+            "/system.slice/db.service",
+            &format!("/system.slice/docker-{id}.scope"),
+            &format!("/system.slice/docker-{other}.scope"),
+            "/kubepods",
+            "/kubepods/pod9c1e6f3a-2b4d-4e8f-a1b2-c3d4e5f60718",
+            &format!("/kubepods/pod9c1e6f3a-2b4d-4e8f-a1b2-c3d4e5f60718/{id}"),
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/web.service",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.to_string(), 100 + i as u64))
+        .collect();
+        let id_of = |path: &str| tree.iter().find(|(p, _)| p == path).map(|(_, i)| *i);
+        let c = compile(&p, id_of, &tree, "/sys/fs/cgroup").unwrap();
+        let roots: Vec<&str> = c.workload_roots.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            roots,
+            vec![
+                format!("/kubepods/pod9c1e6f3a-2b4d-4e8f-a1b2-c3d4e5f60718/{id}").as_str(),
+                format!("/system.slice/docker-{id}.scope").as_str(),
+                "/system.slice/web.service",
+            ],
+            "where the named units and containers start, and only there"
+        );
+        let ids: Vec<(&str, u64)> = tree.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+        let mut checked = 0;
+        for op in [Operation::Bind, Operation::Connect] {
+            for (path, _) in &tree {
+                for leaf in ["", "/container", "/x/y"] {
+                    let cg = format!("{path}{leaf}");
+                    let mut s = Subject::new(op, Proto::Tcp, Family::Ipv4);
+                    s.cgroup = Some(&cg);
+                    let want = p.decide(&s);
+                    let got = kernel_decide(&c, &s, &ids);
+                    let want_rule = want
+                        .rule
+                        .map_or(0, |n| p.rules.iter().position(|r| r.name == n).unwrap() + 1);
+                    assert_eq!(
+                        got,
+                        (verdict_code(want.action), want_rule as u32),
+                        "{op} in {cg}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 66);
+        // A prefix that names two running containers is refused.
+        let twins: Vec<(String, u64)> = vec![
+            (format!("/docker/{id}"), 1),
+            (format!("/docker/{}{}", &id[..12], "0".repeat(52)), 2),
+        ];
+        let err = compile(&p, |_| Some(1), &twins, "/").err().unwrap();
+        assert!(err.to_string().contains("prefix of several"), "{err}");
+    }
+
+    #[test]
     fn ten_thousand_rules_compile_quickly_and_share_bitmaps() {
         let mut text = String::from("default = \"allow\"\n");
         for i in 0..10_000u32 {
@@ -739,7 +928,7 @@ proto = "udp"
         }
         let p = policy(&text);
         let t = std::time::Instant::now();
-        let c = compile(&p, |_| None, "/").unwrap();
+        let c = compile(&p, |_| None, &[], "/").unwrap();
         assert!(
             t.elapsed().as_secs_f64() < 5.0,
             "compile took {:?}",
