@@ -4,8 +4,9 @@
 
 use crate::watch::{event_loop, runtime, Extra, Output};
 use sockfilter::enforce::agent::{prepare, PolicyAgent};
+use sockfilter::enforce::existing;
 use sockfilter::watch::Watcher;
-use sockfilter_model::event::Event;
+use sockfilter_model::event::{Event, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -105,13 +106,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let t = Instant::now();
         state.agent.install(&mut watcher, &policy, &compiled)?;
+        let written = t.elapsed();
+        if !args.output.no_existing {
+            // The denied ones are closed and queued already; the others are
+            // reported with the verdict the policy gives them.
+            watcher.report_existing(
+                |events| existing::judge(&policy, events),
+                |e| e.verdict != Verdict::Deny,
+            );
+        }
         let message = format!(
             "sockfilter: enforcing {} rules from {} for {} (policy read and compiled in {} ms, written to the kernel in {} ms); Ctrl-C to stop",
             policy.rules.len(),
             args.policy.display(),
             args.output.scope(&watcher),
             parsed.as_millis(),
-            t.elapsed().as_millis()
+            written.as_millis()
         );
         let destroy = sockfilter::destroy::destroy_method();
         event_loop(watcher, &args.output, &mut state, || {

@@ -78,7 +78,9 @@ impl Output {
         Ok(Watcher::start_with(
             WatchOptions {
                 cgroup: self.cgroup.clone(),
-                existing: !self.no_existing,
+                // enforce reports existing sockets once its policy has
+                // judged them (enforce::judge_existing).
+                existing: !self.no_existing && !enforce,
             },
             enforce,
         )?)

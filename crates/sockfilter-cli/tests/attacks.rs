@@ -4,65 +4,9 @@
 
 mod common;
 
+use common::attacker::Attacker;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
-
-/// Debian's python3: readable by uid 65534 (pyenv's lives under /root).
-const PY: &str = "/usr/bin/python3";
-
-/// A python3 process as uid 65534 in `cg` that runs one line of Python per
-/// request (with `socket`, `errno` and a socket table `s` in scope) and
-/// answers with the value of `r`, or `err ERRNO`.
-struct Attacker {
-    _proc: Proc,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-const ATTACKER: &str = r#"
-import socket, sys, errno
-s = {}
-print("ready", flush=True)
-for line in sys.stdin:
-    r = "ok"
-    try:
-        exec(line)
-    except OSError as e:
-        r = "err " + errno.errorcode.get(e.errno, str(e.errno))
-    print(r, flush=True)
-"#;
-
-impl Attacker {
-    fn start(cg: &TestCgroup) -> Attacker {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", PY])
-            .args(["-u", "-c", ATTACKER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        cg.enter(&mut cmd);
-        let mut child = cmd.spawn().expect("setpriv python3");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        assert_eq!(read_line(&mut stdout), "ready");
-        Attacker {
-            _proc: Proc(child),
-            stdin,
-            stdout,
-        }
-    }
-
-    /// Runs one line of Python; its answer.
-    fn run(&mut self, code: &str) -> String {
-        writeln!(self.stdin, "{code}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "attacker died on {code:?}");
-        line.trim().to_string()
-    }
-}
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sf-attack-{tag}-{}", std::process::id()));

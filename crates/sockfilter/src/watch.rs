@@ -49,6 +49,10 @@ pub struct Watcher {
     malformed: u64,
     /// Owners of the sockets that existed at start, for their closes.
     older: OlderSockets,
+    /// The cgroup2 mount.
+    root: PathBuf,
+    /// The watched subtree, relative to `root` (`/a/b`); None: every process.
+    watched: Option<String>,
 }
 
 /// How often the kernel's drop counter is read.
@@ -106,28 +110,62 @@ impl Watcher {
             busy: false,
             malformed: 0,
             older: OlderSockets::default(),
+            root,
+            watched,
         };
         if opts.existing {
-            let snapshot = take_snapshot(watched.as_deref());
-            w.older = OlderSockets::record(w.probe.bpf_mut(), &root, &snapshot);
-            let snapshot = snapshot.into_iter().map(|s| s.event);
-            w.drain_ring();
-            let live: HashSet<u64> = w
-                .queue
-                .iter()
-                .filter_map(|i| match i {
-                    Item::Event(e) if e.kind != EventKind::Close => Some(e.socket),
-                    _ => None,
-                })
-                .collect();
-            let mut front: VecDeque<Item> = snapshot
-                .filter(|e| !live.contains(&e.socket))
-                .map(Item::Event)
-                .collect();
-            front.append(&mut w.queue);
-            w.queue = front;
+            w.report_existing(|_| {}, |_| true);
         }
         Ok(w)
+    }
+
+    /// Takes a snapshot of the sockets that exist now (of the watched
+    /// subtree), records their owners for their closes, and queues their
+    /// `existing` events ahead of the live stream. `judge` sees every
+    /// event first (enforce sets verdicts and rules there); of the rest,
+    /// `report` picks which are queued. A socket that already has an event
+    /// in the queue (it was created between attach and snapshot) is not
+    /// reported twice unless judged `deny`. Returns every judged event.
+    pub fn report_existing(
+        &mut self,
+        judge: impl FnOnce(&mut [Event]),
+        report: impl Fn(&Event) -> bool,
+    ) -> Vec<Event> {
+        let snapshot = take_snapshot(self.watched.as_deref());
+        self.older = OlderSockets::record(self.probe.bpf_mut(), &self.root, &snapshot);
+        let mut events: Vec<Event> = snapshot.into_iter().map(|s| s.event).collect();
+        judge(&mut events);
+        self.drain_ring();
+        let live: HashSet<u64> = self
+            .queue
+            .iter()
+            .filter_map(|i| match i {
+                Item::Event(e) if e.kind != EventKind::Close => Some(e.socket),
+                _ => None,
+            })
+            .collect();
+        let mut front: VecDeque<Item> = events
+            .iter()
+            .filter(|e| report(e))
+            .filter(|e| e.verdict == Verdict::Deny || !live.contains(&e.socket))
+            .cloned()
+            .map(Item::Event)
+            .collect();
+        front.append(&mut self.queue);
+        self.queue = front;
+        events
+    }
+
+    /// The sockets that exist now, of the watched subtree, as `existing`
+    /// events (nothing is queued or recorded).
+    pub fn existing_now(&self) -> Vec<Event> {
+        existing_events(self.watched.as_deref())
+    }
+
+    /// Queues an event behind those already waiting (enforce reports what
+    /// it did to sockets through the same stream).
+    pub fn queue_event(&mut self, e: Event) {
+        self.queue.push_back(Item::Event(e));
     }
 
     /// The attached probe (program names, cgroup, counters).

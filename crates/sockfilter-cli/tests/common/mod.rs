@@ -3,6 +3,8 @@
 //! a running `sockfilter watch` whose JSON lines can be awaited.
 #![allow(dead_code)]
 
+pub mod attacker;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -106,7 +106,10 @@ impl PolicyAgent {
         agent
     }
 
-    /// Writes an already prepared policy to the kernel's maps.
+    /// Writes an already prepared policy to the kernel's maps, then judges
+    /// the sockets that exist with it: those it denies are destroyed and
+    /// queued on `w` as `existing` events with verdict `deny`
+    /// ([`super::existing`]).
     pub fn install(
         &mut self,
         w: &mut Watcher,
@@ -122,6 +125,7 @@ impl PolicyAgent {
             .any(|r| r.constrains_workload())
             .then(|| policy.clone());
         self.workload_roots = compiled.workload_roots.clone();
+        judge_existing(w, policy);
         Ok(())
     }
 
@@ -267,5 +271,22 @@ impl PolicyAgent {
     /// Matches per rule (None: the default), from the kernel's counters.
     pub fn hits(&self, w: &Watcher) -> Vec<(Option<String>, u64)> {
         self.enforcer.hits(w.probe().bpf())
+    }
+}
+
+/// Judges every socket that exists now with `policy` (just put in force),
+/// destroys those it denies and queues their events on `w`.
+fn judge_existing(w: &mut Watcher, policy: &Policy) {
+    let mut events = w.existing_now();
+    super::existing::judge(policy, &mut events);
+    events.retain(|e| e.verdict == Verdict::Deny);
+    for (e, err) in super::existing::destroy_denied(&events) {
+        eprintln!(
+            "sockfilter: could not close denied existing socket {} (socket {}): {err}",
+            e.local, e.socket
+        );
+    }
+    for e in events {
+        w.queue_event(e);
     }
 }

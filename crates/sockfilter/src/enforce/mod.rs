@@ -26,6 +26,7 @@
 
 pub mod agent;
 pub mod compile;
+pub mod existing;
 
 use crate::abi::policy::*;
 use crate::abi::{exe_hash, EXE_LEN};

@@ -1,0 +1,405 @@
+//! Enforcement that outlives the enforcer. `sockfilter enforce` pins its
+//! programs, links and maps in bpffs, so that if it dies without cleaning
+//! up (SIGKILL, panic, OOM kill) the kernel keeps enforcing the last policy;
+//! the next `sockfilter enforce` for the same scope adopts what is pinned
+//! and switches policy slots, with no moment unenforced. A clean stop
+//! (SIGINT, SIGTERM) removes it all; `sockfilter unload` removes what a
+//! dead enforcer left.
+//!
+//! Layout, one directory per scope (`host`, or `cgroup-ID` for `--cgroup`):
+//!
+//! ```text
+//! /sys/fs/bpf/sockfilter/SCOPE/maps/NAME       every map of the object
+//! /sys/fs/bpf/sockfilter/SCOPE/progs/NAME      every loaded program
+//! /sys/fs/bpf/sockfilter/SCOPE/links/NAME      cgroup and tracepoint links
+//! /sys/fs/bpf/sockfilter/SCOPE/links/sk_lookup-NETNS-ID   one per network namespace
+//! /sys/fs/bpf/sockfilter/SCOPE/complete-HASH   made last: the state is whole,
+//!                                              and of the object with this hash
+//! ```
+//!
+//! A running enforcer holds an exclusive `flock` on its scope directory;
+//! the kernel drops it when the process dies however it dies, which is how
+//! `unload` and a new enforce tell a live enforcer from a dead one's
+//! leftovers. Scope directories are created and removed under a lock on
+//! `/sys/fs/bpf/sockfilter` itself.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Where bpffs is mounted (mounted there if it is not).
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// The directory of every scope's pins.
+pub const ROOT: &str = "/sys/fs/bpf/sockfilter";
+
+/// What a scope directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Nothing: start afresh.
+    Empty,
+    /// The whole state of an enforcer built with the same BPF object.
+    Complete,
+    /// The whole state of an enforcer built with another BPF object
+    /// (another version of sockfilter): its hash.
+    Foreign(String),
+    /// Pins of an enforcer that died while starting.
+    Partial,
+}
+
+/// The pin directory of one scope, locked by this process.
+#[derive(Debug)]
+pub struct PinnedScope {
+    dir: PathBuf,
+    _lock: File,
+}
+
+/// The name of a scope: `host`, or `cgroup-ID` for a cgroup subtree.
+pub fn scope_name(cgroup: Option<&Path>) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    match cgroup {
+        None => Ok("host".to_string()),
+        Some(dir) => Ok(format!("cgroup-{}", std::fs::metadata(dir)?.ino())),
+    }
+}
+
+/// A short hash of the BPF object, so that only the same object is adopted.
+pub fn object_hash(object: &[u8]) -> String {
+    // FNV-1a: stable across builds and platforms, no dependency.
+    let h = object.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+impl PinnedScope {
+    /// Mounts bpffs if needed, creates the scope's directory and locks it.
+    /// Fails if a running enforcer holds it.
+    pub fn lock(scope: &str) -> io::Result<PinnedScope> {
+        ensure_bpffs()?;
+        let root = Path::new(ROOT);
+        std::fs::create_dir_all(root)?;
+        let root_lock = File::open(root)?;
+        flock(&root_lock, libc::LOCK_EX)?;
+        let dir = root.join(scope);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let lock = File::open(&dir)?;
+        if let Err(e) = flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                io::Error::other(format!(
+                    "another sockfilter enforce is running for this scope ({} is locked); stop it first",
+                    dir.display()
+                ))
+            } else {
+                e
+            });
+        }
+        for sub in ["maps", "progs", "links"] {
+            match std::fs::create_dir(dir.join(sub)) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(PinnedScope { dir, _lock: lock })
+    }
+
+    /// The scope's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the directory holds, compared with the object `hash`.
+    pub fn state(&self, hash: &str) -> State {
+        let mut complete = None;
+        let mut any = false;
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(h) = name.strip_prefix("complete-") {
+                complete = Some(h.to_string());
+            }
+        }
+        for sub in ["maps", "progs", "links"] {
+            any |= std::fs::read_dir(self.dir.join(sub))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+        }
+        match complete {
+            Some(h) if h == hash => State::Complete,
+            Some(h) => State::Foreign(h),
+            None if any => State::Partial,
+            None => State::Empty,
+        }
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.dir.join("maps").join(name)
+    }
+
+    /// Where program `name` is pinned.
+    pub fn program_path(&self, name: &str) -> PathBuf {
+        self.dir.join("progs").join(name)
+    }
+
+    /// Where the link of program `name` is pinned.
+    pub fn link_path(&self, name: &str) -> PathBuf {
+        self.dir.join("links").join(name)
+    }
+
+    /// Names of the pinned maps (or programs: `progs`).
+    pub fn names(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Pins a socket-lookup link attached to network namespace `netns`.
+    pub fn pin_sk_lookup(&self, link: aya::programs::FdLink, netns: u64) -> io::Result<()> {
+        // The namespace inode can be reused once the namespace is gone: the
+        // time makes the name unique (whether the link is live is asked of
+        // the kernel, see sk_lookup_namespaces).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        link.pin(self.link_path(&format!("sk_lookup-{netns}-{nanos}")))
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+
+    /// The network namespaces that pinned socket-lookup links are attached
+    /// to; links whose namespace is gone are unpinned.
+    pub fn sk_lookup_namespaces(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for name in self.names("links") {
+            if !name.starts_with("sk_lookup-") {
+                continue;
+            }
+            let path = self.link_path(&name);
+            let netns = obj_get(&path)
+                .ok()
+                .and_then(|fd| link_info(fd.as_raw_fd()))
+                .map(|i| i.netns);
+            match netns {
+                Some(ns) if ns != 0 => out.push(u64::from(ns)),
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks the state whole, of the object with `hash`.
+    pub fn mark_complete(&self, hash: &str) -> io::Result<()> {
+        std::fs::create_dir(self.dir.join(format!("complete-{hash}")))
+    }
+
+    /// Removes everything pinned in the scope, detaching every link at
+    /// once (also one some other process still holds open).
+    pub fn clear(&self) -> Removed {
+        remove_scope_contents(&self.dir)
+    }
+
+    /// Removes everything and the directory: enforcement ends when this
+    /// process closes its own descriptors.
+    pub fn release(self) -> Removed {
+        let removed = self.clear();
+        let _ = std::fs::remove_dir(&self.dir);
+        removed
+    }
+}
+
+/// How many pins of each kind were removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Links (detached).
+    pub links: usize,
+    /// Programs.
+    pub programs: usize,
+    /// Maps.
+    pub maps: usize,
+}
+
+/// What `sockfilter unload` did to one scope.
+#[derive(Debug)]
+pub enum Unloaded {
+    /// A dead enforcer's state, removed.
+    Removed {
+        /// The scope directory.
+        dir: PathBuf,
+        /// What was in it.
+        removed: Removed,
+    },
+    /// A running enforcer holds it: left alone (SIGTERM removes it).
+    Running {
+        /// The scope directory.
+        dir: PathBuf,
+    },
+}
+
+/// Removes every scope that no running enforcer holds: every sockfilter
+/// link (detached), program and map pinned under [`ROOT`], and the
+/// directories. Nothing outside [`ROOT`] is touched, so `watch` sessions and
+/// running enforcers are left alone. Nothing pinned is not an error.
+pub fn unload_all() -> io::Result<Vec<Unloaded>> {
+    let root = Path::new(ROOT);
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let root_lock = File::open(root)?;
+    flock(&root_lock, libc::LOCK_EX)?;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root)?.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let lock = File::open(&dir)?;
+        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            out.push(Unloaded::Running { dir });
+            continue;
+        }
+        let removed = remove_scope_contents(&dir);
+        std::fs::remove_dir(&dir)?;
+        out.push(Unloaded::Removed { dir, removed });
+    }
+    drop(root_lock);
+    let _ = std::fs::remove_dir(root); // only if empty
+    Ok(out)
+}
+
+fn remove_scope_contents(dir: &Path) -> Removed {
+    let mut removed = Removed::default();
+    // Links first, detached explicitly: enforcement stops here, even if a
+    // descriptor of the link is still open somewhere.
+    for entry in std::fs::read_dir(dir.join("links")).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if let Ok(fd) = obj_get(&path) {
+            link_detach(fd.as_raw_fd());
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            removed.links += 1;
+        }
+    }
+    for (sub, count) in [("progs", &mut removed.programs), ("maps", &mut removed.maps)] {
+        for entry in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                *count += 1;
+            }
+        }
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(entry.path());
+    }
+    removed
+}
+
+/// Mounts bpffs at [`BPFFS`] unless a bpffs is mounted there.
+fn ensure_bpffs() -> io::Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let fstype = f.iter().position(|x| *x == "-").and_then(|i| f.get(i + 1));
+            f.get(4) == Some(&BPFFS) && fstype == Some(&"bpf")
+        });
+    if mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(BPFFS)?;
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| io::Error::other(format!("mounting bpffs at {BPFFS}: {e}")))
+}
+
+fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Opens a pinned object (BPF_OBJ_GET).
+fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = [0u64; 16];
+    attr[0] = c.as_ptr() as u64; // pathname
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn link_detach(fd: i32) {
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u32 as u64; // link_detach.link_fd
+    let _ = bpf(BPF_LINK_DETACH, &mut attr);
+}
+
+struct LinkInfo {
+    /// `netns_ino` for a netns (sk_lookup) link; 0 once the namespace died.
+    netns: u32,
+}
+
+/// The id of a link and, for a network-namespace link, its namespace.
+fn link_info(fd: i32) -> Option<LinkInfo> {
+    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
+    // whose netns member starts with netns_ino (offset 16).
+    let mut info = [0u32; 32];
+    let mut attr = [0u64; 16];
+    attr[0] = (fd as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    Some(LinkInfo {
+        netns: info[4],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_hash_is_stable_and_tells_objects_apart() {
+        assert_eq!(object_hash(b""), "cbf29ce484222325");
+        assert_ne!(object_hash(b"a"), object_hash(b"b"));
+    }
+}
