@@ -987,6 +987,36 @@ attempt("ping", lambda: p.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01", ("127.0.0.
     assert_eq!(denied[0]["uid"], 65534);
 }
 
+/// Attack (issue 9 item 8) with namespaces: nobody as "root" of its own user
+/// namespace (`unshare -Urm`) has capabilities there only, not over the
+/// host's network namespace: binding port 81 must still fail (the emulating
+/// thread gets no capability from a namespace it is not in). In a network
+/// namespace of its own (`unshare -Urn`) the same program may bind it, as
+/// it could unsupervised.
+#[test]
+fn user_namespace_root_gets_no_host_privilege() {
+    assert!(
+        is_root(),
+        "needs root: a root supervisor, the program as nobody"
+    );
+    let script = r#"
+import socket
+try:
+    socket.socket().bind(("127.0.0.1", 81))
+    print("bind81 ok")
+except OSError as e:
+    print("bind81 errno", e.errno)
+"#;
+    for (unshare, want) in [("-Urm", "errno 13"), ("-Urn", "ok")] {
+        let mut argv = py(script);
+        let at = argv.iter().position(|a| a == PY).unwrap();
+        argv.splice(at..at, ["unshare".to_string(), unshare.to_string()]);
+        let mut run = Running::start(sockfilter(&[], &argv));
+        assert_eq!(run.expect("bind81"), want, "unshare {unshare}");
+        assert!(run.wait().success());
+    }
+}
+
 #[test]
 fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
     let dir = TempDir::new("race");
