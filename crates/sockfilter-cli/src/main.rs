@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod assets;
 mod check;
 mod daemon;
 mod doctor;
@@ -21,7 +22,7 @@ mod watch;
     version,
     about = "Linux socket filter: see and stop bind, listen, connect, accept and close, system-wide"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +44,20 @@ enum Command {
     /// Probe what this kernel offers for each mechanism sockfilter uses.
     Doctor(doctor::Args),
     /// Run as a service: events to history, metrics, files, syslog and NATS.
+    ///
+    /// Reads a TOML configuration (default /etc/sockfilter/sockfilter.toml;
+    /// every section optional): `host`, `policy` (enforced as by `sockfilter
+    /// enforce`), `cgroup` (one cgroup v2 subtree), `[history]` (`path`,
+    /// `retention`: a SQLite database for `sockfilter history`), `[metrics]`
+    /// (`listen`: Prometheus text format at /metrics) and `[[output]]`
+    /// tables of `kind` "file" (`path`, `rotate_mb`, `keep`), "syslog"
+    /// (`address`: unix:PATH, udp:HOST:PORT or tcp:HOST:PORT; RFC 5424) or
+    /// "nats" (`url`, `subject`, `queue_mb`; JetStream, acknowledged,
+    /// queued on disk while the server is unreachable). Every event goes out
+    /// as the JSON of `sockfilter watch --json` plus `host`. Sends READY=1 to
+    /// $NOTIFY_SOCKET once running; SIGHUP re-reads config and policy (an
+    /// invalid file keeps the running one); SIGTERM stops cleanly. Errors
+    /// in the file are FILE:LINE:COLUMN: message.
     Daemon(daemon::Args),
     /// Validate a daemon configuration file.
     CheckConfig(daemon::CheckArgs),
@@ -50,6 +65,9 @@ enum Command {
     History(history::Args),
     /// Ask every host that publishes to a NATS server.
     Fleet(fleet::Args),
+    /// Write the man pages and shell completions into a directory (packaging).
+    #[command(hide = true)]
+    Assets(assets::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +84,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => daemon::check(args),
         Command::History(args) => history::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Assets(args) => assets::run(args),
     };
     match result {
         Ok(code) => code,
