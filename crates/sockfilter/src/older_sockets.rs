@@ -64,8 +64,9 @@ impl OlderSockets {
             .map_mut("sk_owner")
             .and_then(|m| SkStorage::<_, SfOwner>::try_from(m).ok());
         if let Some(mut storage) = storage {
+            let mut borrower = Borrower::new(cgroup_root);
             for (s, owner) in owned() {
-                match write_owner(&mut storage, cgroup_root, s, owner) {
+                match write_owner(&mut storage, &mut borrower, s, owner) {
                     Ok(()) => me.written += 1,
                     Err(_) => me.not_written += 1,
                 }
@@ -133,15 +134,15 @@ impl OlderSockets {
 /// Writes the owner of one snapshot socket into its socket-local storage.
 fn write_owner(
     storage: &mut SkStorage<&mut MapData, SfOwner>,
-    cgroup_root: &Path,
+    borrower: &mut Borrower,
     s: &SnapshotSocket,
     owner: &Owner,
 ) -> std::io::Result<()> {
     let fd =
         s.fd.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-    let sock = borrow_fd(owner.pid, fd, s.inode)?;
+    let sock = borrower.borrow(owner.pid, fd, s.inode)?;
     let value = SfOwner {
-        proc: sf_proc(cgroup_root, owner),
+        proc: borrower.sf_proc(owner),
         start_ns: 0, // unknown: the kernel keeps no creation time
         // An outbound TCP connection's SYN counts in bytes_acked.
         active: u32::from(s.event.kind == EventKind::Connect && s.event.proto == Proto::Tcp),
@@ -150,26 +151,6 @@ fn write_owner(
     storage
         .insert(&sock, value, BPF_NOEXIST)
         .map_err(std::io::Error::other)
-}
-
-fn sf_proc(cgroup_root: &Path, owner: &Owner) -> SfProc {
-    use std::os::unix::fs::MetadataExt;
-    let mut comm = [0u8; COMM_LEN];
-    let b = owner.comm.as_bytes();
-    let n = b.len().min(COMM_LEN - 1);
-    comm[..n].copy_from_slice(&b[..n]);
-    // A cgroup's id is the inode number of its directory.
-    let cgroup_id = owner
-        .cgroup
-        .as_deref()
-        .and_then(|c| std::fs::metadata(cgroup_root.join(c.trim_start_matches('/'))).ok())
-        .map_or(0, |m| m.ino());
-    SfProc {
-        cgroup_id,
-        pid: owner.pid,
-        uid: owner.uid,
-        comm,
-    }
 }
 
 fn endpoints(e: &Event) -> SfEndpoints {
@@ -196,30 +177,72 @@ fn endpoints(e: &Event) -> SfEndpoints {
     }
 }
 
-/// A duplicate of descriptor `fd` of process `pid` (`pidfd_getfd`), if it
-/// still refers to the socket with inode `inode` (the process may have
-/// closed it and reused the number since the snapshot).
-fn borrow_fd(pid: u32, fd: i32, inode: u64) -> std::io::Result<OwnedFd> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: plain syscalls; each returned descriptor is owned at once.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Duplicates descriptors of other processes (one pidfd per process) and
+/// names their cgroups by id (one lookup per cgroup): a host with many
+/// sockets per process pays per process, not per socket.
+struct Borrower<'a> {
+    cgroup_root: &'a Path,
+    pidfds: HashMap<u32, Option<OwnedFd>>,
+    cgroup_ids: HashMap<String, u64>,
+}
+
+impl<'a> Borrower<'a> {
+    fn new(cgroup_root: &'a Path) -> Self {
+        Borrower {
+            cgroup_root,
+            pidfds: HashMap::new(),
+            cgroup_ids: HashMap::new(),
+        }
     }
-    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: as above.
-    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if dup < 0 {
-        return Err(std::io::Error::last_os_error());
+
+    /// A duplicate of descriptor `fd` of process `pid` (`pidfd_getfd`), if
+    /// it still refers to the socket with inode `inode` (the process may
+    /// have closed it and reused the number since the snapshot).
+    fn borrow(&mut self, pid: u32, fd: i32, inode: u64) -> std::io::Result<OwnedFd> {
+        use std::os::unix::fs::MetadataExt;
+        let pidfd = self.pidfds.entry(pid).or_insert_with(|| {
+            // SAFETY: a plain syscall; the descriptor is owned at once.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+            // SAFETY: pidfd_open returned a new descriptor nothing else owns.
+            (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) })
+        });
+        let Some(pidfd) = pidfd else {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        };
+        // SAFETY: a plain syscall; the descriptor is owned at once.
+        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pidfd_getfd returned a new descriptor nothing else owns.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dup as i32) });
+        if file.metadata()?.ino() != inode {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        Ok(file.into())
     }
-    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
-    let dup = unsafe { OwnedFd::from_raw_fd(dup as i32) };
-    let file = std::fs::File::from(dup);
-    if file.metadata()?.ino() != inode {
-        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+
+    /// The owner as the BPF programs record a process.
+    fn sf_proc(&mut self, owner: &Owner) -> SfProc {
+        use std::os::unix::fs::MetadataExt;
+        let mut comm = [0u8; COMM_LEN];
+        let b = owner.comm.as_bytes();
+        let n = b.len().min(COMM_LEN - 1);
+        comm[..n].copy_from_slice(&b[..n]);
+        // A cgroup's id is the inode number of its directory.
+        let root = self.cgroup_root;
+        let cgroup_id = owner.cgroup.as_ref().map_or(0, |c| {
+            *self.cgroup_ids.entry(c.clone()).or_insert_with(|| {
+                std::fs::metadata(root.join(c.trim_start_matches('/'))).map_or(0, |m| m.ino())
+            })
+        });
+        SfProc {
+            cgroup_id,
+            pid: owner.pid,
+            uid: owner.uid,
+            comm,
+        }
     }
-    Ok(file.into())
 }
 
 #[cfg(test)]
