@@ -71,7 +71,7 @@ static __always_inline void decide_sock_addr(struct bpf_sock_addr *ctx, const in
 	sub->op = op;
 	subject_from_addr(sub, ctx, v6, remote);
 	subject_set_owner(sub, cur);
-	decide(sub, d, count);
+	decide(sub, d, count, NULL);
 }
 
 /* The event for such a call, written by the hook that decided it. */
@@ -174,16 +174,10 @@ int sf_sendmsg4(struct bpf_sock_addr *ctx) { return sendmsg_hook(ctx, 0); }
 SEC("cgroup/sendmsg6")
 int sf_sendmsg6(struct bpf_sock_addr *ctx) { return sendmsg_hook(ctx, 1); }
 
-/* Socket lookup for a new inbound TCP connection, per network namespace:
- * refuse it (the client gets a reset: ECONNREFUSED) when it is for a denied
- * listener or from a denied peer, before any socket is chosen. */
-static __always_inline int denied_listener(const __u8 *addr, __u16 port)
-{
-	struct sf_listen_key k = { .port = port };
-	__builtin_memcpy(k.addr, addr, 16);
-	return bpf_map_lookup_elem(&denied_listeners, &k) != NULL;
-}
-
+/* Socket lookup for a new inbound TCP connection, per network namespace,
+ * before any socket is chosen: refuse it (the client gets a reset:
+ * ECONNREFUSED) when its listener is denied, or when the policy denies the
+ * accept, decided with the listener's owner as the process. */
 SEC("sk_lookup")
 int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 {
@@ -205,20 +199,23 @@ int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 	if (sub.ipv6 ? !(ctx->remote_ip6[0] | ctx->remote_ip6[1] | ctx->remote_ip6[2] | ctx->remote_ip6[3])
 		     : !ctx->remote_ip4)
 		return SK_PASS;
-	__u8 any4[16] = { [10] = 0xff, [11] = 0xff };
-	__u8 any6[16] = {};
-	if (denied_listener(sub.local_addr, sub.local_port) ||
-	    denied_listener(any6, sub.local_port) ||
-	    (!sub.ipv6 && denied_listener(any4, sub.local_port)))
+	__u64 netns = cfg_lookup_netns ? bpf_get_netns_cookie(ctx) : 0;
+	struct sf_listener *l = listener_find(netns, sub.local_addr, sub.local_port, sub.ipv6);
+	if (l && l->denied)
 		return SK_DROP;
-	if (cfg_filter_cgroup) {
-		__u16 port = sub.local_port;
-		if (!bpf_map_lookup_elem(&scoped_listeners, &port))
-			return SK_PASS; /* not a listener of the watched cgroup */
-	}
 	struct sf_decision d = {};
-	decide(&sub, &d, 1);
-	return d.verdict == SF_V_DENY ? SK_DROP : SK_PASS;
+	if (l) {
+		subject_set_owner(&sub, &l->owner);
+		decide(&sub, &d, 1, l);
+	} else {
+		if (cfg_filter_cgroup)
+			return SK_PASS; /* not a listener of the watched cgroup */
+		decide(&sub, &d, 1, NULL); /* no owner known: rules with process fields do not match */
+	}
+	if (d.verdict != SF_V_DENY)
+		return SK_PASS;
+	report_refused(ctx, &sub, &d, l);
+	return SK_DROP;
 }
 
 #endif

@@ -20,7 +20,10 @@ struct in6_addr {
 } __core;
 
 struct ns_common { unsigned int inum; } __core;
-struct net { struct ns_common ns; } __core;
+struct net {
+	struct ns_common ns;
+	__u64 net_cookie;
+} __core;
 typedef struct { struct net *net; } __core possible_net_t;
 
 struct sock_common {

@@ -51,7 +51,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 		else
 			v4_mapped(sub.local_addr, ctx->src_ip4);
 		subject_set_owner(&sub, &cur);
-		decide(&sub, &d, 1);
+		decide(&sub, &d, 1, NULL);
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
 	if (o) {
@@ -172,23 +172,14 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 		else
 			v4_mapped(sub.local_addr, ctx->local_ip4);
 		subject_set_owner(&sub, &cur);
-		decide(&sub, &d, 1);
-		if (cfg_filter_cgroup) {
-			__u16 port = sub.local_port;
-			__u32 one = 1, *n = bpf_map_lookup_elem(&scoped_listeners, &port);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-			else
-				bpf_map_update_elem(&scoped_listeners, &port, &one, BPF_ANY);
-		}
-		if (d.verdict == SF_V_DENY) {
-			/* listen() cannot be failed from here: refuse every
-			 * connection to it in socket lookup (sf_sk_lookup) until
-			 * user space destroys it. */
-			struct sf_listen_key k = { .port = sub.local_port };
-			__builtin_memcpy(k.addr, sub.local_addr, 16);
-			bpf_map_update_elem(&denied_listeners, &k, &cookie, BPF_ANY);
-		}
+		decide(&sub, &d, 1, NULL);
+		/* listen() cannot be failed from here: a denied listener is
+		 * registered as such, and socket lookup (sf_sk_lookup) refuses
+		 * every connection to it until user space destroys it. */
+		struct tcp_sock *ltp = bpf_skc_to_tcp_sock(sk);
+		if (ltp)
+			listener_register((struct sock *)ltp, cookie, &cur, sub.local_addr,
+					  sub.local_port, d.verdict == SF_V_DENY);
 	}
 
 	struct sf_event *e = event_reserve(op == BPF_SOCK_OPS_TCP_LISTEN_CB ? SF_LISTEN : SF_CONNECT, now);
@@ -238,6 +229,11 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 	struct sf_owner *o = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
 	if (cfg_filter_cgroup && !o)
 		return 0; /* not a socket of the watched subtree (no hook of it ran) */
+	if (cfg_enforce && oldstate == TCP_LISTEN) {
+		/* The port is already released; inet_sport keeps it. */
+		__u16 port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+		listener_unregister(sk, bpf_get_socket_cookie(sk), port);
+	}
 
 	struct sf_event *e = event_reserve(SF_CLOSE, bpf_ktime_get_boot_ns());
 	if (!e)
@@ -286,25 +282,6 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 		e->bytes_received = received;
 	}
 	e->backlog = oldstate; /* the state it left: user space tells listeners from connections */
-	if (cfg_enforce && oldstate == TCP_LISTEN) {
-		struct sf_listen_key k = { .port = e->local_port };
-		if (e->family == AF_INET6)
-			__builtin_memcpy(k.addr, e->local_addr, 16);
-		else
-			v4_mapped(k.addr, *(__u32 *)e->local_addr);
-		__u64 *c = bpf_map_lookup_elem(&denied_listeners, &k);
-		if (c && *c == cookie)
-			bpf_map_delete_elem(&denied_listeners, &k);
-		if (cfg_filter_cgroup) {
-			__u16 port = e->local_port;
-			__u32 *n = bpf_map_lookup_elem(&scoped_listeners, &port);
-			if (n) {
-				__sync_fetch_and_add(n, -1);
-				if (*n == 0)
-					bpf_map_delete_elem(&scoped_listeners, &port);
-			}
-		}
-	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -332,12 +309,20 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 	e->protocol = IPPROTO_TCP;
 	addrs_from_sock(e, sk, family);
 	if (cfg_enforce) {
-		/* Decided in socket lookup (no process there); recomputed here,
-		 * uncounted, to name the verdict on the event. */
+		/* Decided in socket lookup, with the listener's owner as the
+		 * process; recomputed here the same way, uncounted, to name the
+		 * verdict on the event. */
 		struct sf_decision d = {};
 		struct sf_subject sub = {};
 		subject_from_event(&sub, e, SF_OP_ACCEPT);
-		decide(&sub, &d, 0);
+		__u64 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+		struct sf_listener *l = listener_find(netns, sub.local_addr, sub.local_port, sub.ipv6);
+		if (l) {
+			subject_set_owner(&sub, &l->owner);
+			decide(&sub, &d, 0, l);
+		} else {
+			decide(&sub, &d, 0, NULL);
+		}
 		event_set_decision(e, &d);
 	}
 	bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY);
@@ -383,7 +368,7 @@ int sf_exit_connect(struct sys_exit_ctx *ctx)
 		subject_from_event(&sub, e, SF_OP_CONNECT);
 		sub.has_local = 0;
 		subject_set_owner(&sub, &cur);
-		decide(&sub, &d, 0);
+		decide(&sub, &d, 0, NULL);
 		event_set_decision(e, &d);
 	}
 	remember_udp(e);

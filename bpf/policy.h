@@ -113,22 +113,24 @@ struct {
 	__type(value, __u64);
 } pol_hits SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct sf_listen_key);
-	__type(value, __u64);
-} denied_listeners SEC(".maps");
+/* 1 when sk_lookup can read its network namespace's cookie (probed by the
+ * loader): listener keys then carry it, so that a listener in one namespace
+ * never stands for another namespace's listener on the same address. */
+const volatile __u8 cfg_lookup_netns = 0;
 
-/* With --cgroup: local ports of the watched subtree's listeners, and how
- * many listen there. Socket lookup sees no process, so in cgroup mode it
- * applies accept decisions only to connections for these ports. */
+/* TCP listeners, registered at listen() (sockops) and removed when they
+ * close: socket lookup finds here whether a connection's listener is denied
+ * and who owns it, since it runs before any socket is chosen and with no
+ * process. With --cgroup only the subtree's listeners are registered, and
+ * socket lookup decides only for them. Not an LRU: when full, a listener
+ * is not registered and SF_CNT_LISTENERS_FULL counts it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
-	__type(key, __u16);
-	__type(value, __u32);
-} scoped_listeners SEC(".maps");
+	__type(key, struct sf_listen_key);
+	__type(value, struct sf_listener);
+} listeners SEC(".maps");
 
 /* What a decision is about. Addresses are normalized to IPv6 form. */
 struct sf_subject {
@@ -184,11 +186,12 @@ static __always_inline void count_hit(const struct sf_decision *d)
 		*hits += 1;
 }
 
-struct sf_cgroup_walk { __u64 ids[16]; __u32 n; };
-
-/* The decision for `s` by the active policy, made by the calling process
- * (`task`, for exe, comm, uid and cgroup) when has_owner is set. */
-static __always_inline void decide(const struct sf_subject *s, struct sf_decision *d, int count)
+/* The decision for `s` by the active policy. With has_owner, exe comes from
+ * the owner's pid, comm and uid from `s`, and the cgroup from listener `l`
+ * when given (socket lookup: the listener's owner), else from the calling
+ * task. */
+static __always_inline void decide(const struct sf_subject *s, struct sf_decision *d, int count,
+				   const struct sf_listener *l)
 {
 	__u32 zero = 0;
 	d->verdict = SF_V_NONE;
@@ -270,22 +273,32 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 			ids[SF_DIM_UID] = *v;
 	}
 	if (s->has_owner && (used & (1 << SF_DIM_CGROUP))) {
-		/* The deepest ancestor (or the cgroup itself) that a rule names. */
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-		struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
-		int level = BPF_CORE_READ(cg, level);
-		void *anc = (void *)cg + bpf_core_field_offset(struct cgroup, ancestors);
-		for (int i = 0; i < 16; i++) {
-			int l = level - i;
-			if (l < 0)
-				break;
-			struct cgroup *a = NULL;
-			bpf_probe_read_kernel(&a, sizeof(a), anc + (l & 15) * sizeof(void *));
-			struct sf_u64_key k = { .slot = slot, .value = BPF_CORE_READ(a, kn, id) };
-			__u32 *v = bpf_map_lookup_elem(&pol_cgroup, &k);
-			if (v) {
-				ids[SF_DIM_CGROUP] = *v;
-				break;
+		/* The deepest ancestor (or the cgroup itself) that a rule names:
+		 * of the listener's owner when deciding for a listener, else of
+		 * the calling task. */
+		if (l) {
+			for (int i = 0; i < SF_CGROUP_DEPTH; i++) {
+				if (i >= l->ncgroups)
+					break;
+				struct sf_u64_key k = { .slot = slot, .value = l->cgroups[i] };
+				__u32 *v = bpf_map_lookup_elem(&pol_cgroup, &k);
+				if (v) {
+					ids[SF_DIM_CGROUP] = *v;
+					break;
+				}
+			}
+		} else {
+			struct cgroup *cg = current_cgroup();
+			int level = cg->level;
+			for (int i = 0; i < SF_CGROUP_DEPTH; i++) {
+				if (level - i < 0)
+					break;
+				struct sf_u64_key k = { .slot = slot, .value = cgroup_ancestor_id(cg, level - i) };
+				__u32 *v = bpf_map_lookup_elem(&pol_cgroup, &k);
+				if (v) {
+					ids[SF_DIM_CGROUP] = *v;
+					break;
+				}
 			}
 		}
 	}

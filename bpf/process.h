@@ -194,4 +194,35 @@ int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* The calling task's cgroup v2. */
+static __always_inline struct cgroup *current_cgroup(void)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	return t->cgroups->dfl_cgrp;
+}
+
+/* The id of `cg`'s ancestor at `level` (cg itself at its own level). */
+static __always_inline __u64 cgroup_ancestor_id(struct cgroup *cg, int level)
+{
+	void *anc = (void *)cg + bpf_core_field_offset(struct cgroup, ancestors);
+	struct cgroup *a = NULL;
+	bpf_probe_read_kernel(&a, sizeof(a), anc + (level & (SF_CGROUP_DEPTH - 1)) * sizeof(void *));
+	return BPF_CORE_READ(a, kn, id);
+}
+
+/* The calling task's cgroup id and its ancestors', deepest first. */
+static __always_inline __u32 current_cgroup_ids(__u64 *ids)
+{
+	struct cgroup *cg = current_cgroup();
+	int level = cg->level;
+	__u32 n = 0;
+	for (int i = 0; i < SF_CGROUP_DEPTH; i++) {
+		if (level - i < 0)
+			break;
+		ids[i] = cgroup_ancestor_id(cg, level - i);
+		n++;
+	}
+	return n;
+}
+
 #endif

@@ -34,6 +34,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "common.h"
 #include "process.h"
 #include "policy.h"
+#include "listeners.h"
 #include "socket.h"
 #include "lifecycle.h"
 #include "enforce.h"

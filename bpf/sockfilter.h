@@ -59,7 +59,7 @@ struct sf_event {
 	__u8 policy_slot;      /* which loaded policy decided (enforce) */
 	__u16 _pad;
 	__u32 rule;            /* index of the deciding rule + 1; 0 = the default */
-	__u32 _pad2;
+	__u32 suppressed;      /* refused accept: peers refused and not reported before this one */
 	char exe[SF_EXE_LEN];
 };
 
@@ -195,18 +195,41 @@ struct sf_u64_key {
 	__u64 value;           /* uid, or cgroup id */
 };
 
-/* A listener refused by policy: incoming connections to it are refused in
- * socket lookup until user space has destroyed it. Address normalized to
- * IPv6 (IPv4 as ::ffff:a.b.c.d). */
+#define SF_CGROUP_DEPTH 16
+
+/* A TCP listener as enforce knows it (map `listeners`), by network namespace
+ * cookie (0 on kernels whose sk_lookup cannot read it), local address
+ * (normalized to IPv6: IPv4 as ::ffff:a.b.c.d) and port. */
 struct sf_listen_key {
+	__u64 netns;
 	__u8 addr[16];
 	__u16 port;
-	__u16 _pad;
+	__u16 _pad[3];
 };
+
+struct sf_listener {
+	__u64 cookie;          /* the listening socket */
+	struct sf_proc owner;  /* the process that called listen() */
+	/* the owner's cgroup id and its ancestors', deepest first */
+	__u64 cgroups[SF_CGROUP_DEPTH];
+	__u32 ncgroups;
+	__u32 netns_inum;      /* for events: the namespace's inode number */
+	__u32 denied;          /* refused by policy: sk_lookup drops every connection */
+	/* Rate limit of the events for refused peers: at most
+	 * SF_REFUSED_PER_SEC per second, the rest counted. */
+	__u32 reported;
+	__u64 window_ns;
+	__u32 suppressed;      /* not reported since the last reported one */
+	__u32 _pad;
+};
+
+#define SF_REFUSED_PER_SEC 16
 
 /* Indexes of the per-CPU counters array. */
 enum sf_counter {
 	SF_CNT_LOST = 0,       /* events that did not fit in the ring buffer */
+	SF_CNT_REFUSED_SUPPRESSED = 1, /* refused-peer events over the rate limit */
+	SF_CNT_LISTENERS_FULL = 2,     /* listeners not registered: map full */
 	SF_CNT_MAX = 4,
 };
 

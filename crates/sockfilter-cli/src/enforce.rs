@@ -52,6 +52,20 @@ impl Enforcing {
         if idle > 0 {
             lines.push(format!("{idle} other rules: no matches"));
         }
+        let probe = w.probe();
+        let suppressed = probe.counter(sockfilter::abi::COUNTER_REFUSED_SUPPRESSED);
+        if suppressed > 0 {
+            lines.push(format!(
+                "refused inbound connections not reported (over {} a second per listener): {suppressed}",
+                sockfilter::abi::REFUSED_PER_SEC
+            ));
+        }
+        let unregistered = probe.counter(sockfilter::abi::COUNTER_LISTENERS_FULL);
+        if unregistered > 0 {
+            lines.push(format!(
+                "listeners not registered (the kernel's listener table was full; accept rules with process fields did not match them): {unregistered}"
+            ));
+        }
         lines
     }
 }

@@ -71,3 +71,81 @@ fn a_failed_allowed_bind_leaves_no_allow_for_the_next_bind() {
         a.run("s.pop('x').close(); s.pop('busy').close()");
     }
 }
+
+/// Items 5 and 6: an accept rule with process fields is about the listener's
+/// owner, so `default = "deny"` with a per-user allow works as written; a
+/// connection refused by the policy is reported as a denied `accept` naming
+/// the listener's owner and the peer, rate-limited per listener with the
+/// rest counted, so that a flood of connections cannot flood the stream.
+#[test]
+fn accept_is_decided_for_the_listeners_owner_and_refusals_are_reported() {
+    let dir = tmpdir("accept-owner");
+    let cg = TestCgroup::new("attack-accept-owner");
+    let policy = write_policy(
+        &dir,
+        "default = \"deny\"\n\
+         [[rule]]\nname = \"nobody-may\"\naction = \"allow\"\nuid = [65534]\n\
+         [[rule]]\nname = \"root-outbound\"\naction = \"allow\"\non = [\"bind\", \"listen\", \"connect\"]\nuid = [0]\n",
+    );
+    let mut w = Watch::enforce(&cg, &policy);
+    let mut nobody = Attacker::start(&cg);
+    let mut root = Attacker::start_root(&cg);
+    let listen = "s['l'] = socket.socket(); s['l'].bind(('127.0.0.1', 0)); s['l'].listen(256); r = 'ok %d' % s['l'].getsockname()[1]";
+    let port = |a: &mut Attacker| -> u16 { a.run(listen)[3..].parse().unwrap() };
+    let mine = port(&mut nobody);
+    let roots = port(&mut root);
+    let root_pid: u64 = root.run("r = 'ok %d' % os.getpid()")[3..].parse().unwrap();
+    assert_eq!(
+        nobody.run(&format!("r = refused({mine})")),
+        "False",
+        "uid 65534 may accept: the accept is decided for the listener's owner"
+    );
+    assert_eq!(
+        nobody.run(&format!("r = refused({roots})")),
+        "True",
+        "root's listener has no accept allow: refused before accept"
+    );
+    let ev = w.expect("the refused connection as a denied accept", |v| {
+        v["event"] == "accept" && v["verdict"] == "deny" && port_of(v, "local") == u64::from(roots)
+    });
+    assert_eq!(ev["pid"], root_pid, "attributed to the listener's owner");
+    assert_eq!(ev["uid"], 0);
+    assert_eq!(ev["rule"], serde_json::Value::Null, "the default decided");
+    assert_eq!(ev["remote"]["ip"], "127.0.0.1", "the peer");
+    assert_eq!(ev["socket"], 0, "no socket was created");
+
+    // A flood of refused connections: a few windows' worth of events, every
+    // other one counted (in `suppressed` and in the exit summary).
+    assert_eq!(
+        nobody.run(&format!("r = sum(refused({roots}) for i in range(300))")),
+        "300"
+    );
+    let (status, stderr, events) = w.stop_collect(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let reported: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|v| v["event"] == "accept" && v["verdict"] == "deny")
+        .collect();
+    let in_events: u64 = reported
+        .iter()
+        .filter_map(|v| v["suppressed"].as_u64())
+        .sum();
+    let summary = stderr.join("\n");
+    let counted: u64 = summary
+        .lines()
+        .find_map(|l| l.split("per listener): ").nth(1))
+        .unwrap_or_else(|| panic!("no count of unreported refusals in the summary: {summary}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        reported.len() < 100,
+        "rate-limited: {} events",
+        reported.len()
+    );
+    assert_eq!(
+        reported.len() as u64 + counted,
+        301,
+        "every refused connection is reported or counted (events carried {in_events} of the counted)"
+    );
+}

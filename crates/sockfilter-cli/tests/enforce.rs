@@ -629,7 +629,7 @@ fn check_refuses_rules_the_kernel_cannot_enforce() {
     let policy = write_policy(
         &dir,
         "p.toml",
-        "default = \"allow\"\n\n[[rule]]\nname = \"x\"\naction = \"deny\"\non = [\"accept\"]\nexe = [\"/usr/sbin/nginx\"]\n",
+        "default = \"allow\"\n\n[[rule]]\nname = \"x\"\naction = \"deny\"\non = [\"bind\"]\nremote_port = [80]\n",
     );
     let out = Command::new(sockfilter())
         .arg("check")
@@ -639,7 +639,7 @@ fn check_refuses_rules_the_kernel_cannot_enforce() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("p.toml:3:1:") && err.contains("supervise"),
+        err.contains("p.toml:3:1:") && err.contains("no remote endpoint"),
         "{err}"
     );
     let out = Command::new(sockfilter())

@@ -197,6 +197,10 @@ pub struct Details {
     pub bytes_received: Option<u64>,
     /// `close`: nanoseconds since the socket was created, started listening or connected.
     pub duration_ns: Option<u64>,
+    /// A refused `accept` (verdict deny, no socket): how many more peers of
+    /// the same listener were refused, and not reported because of the rate
+    /// limit, since the previous reported one.
+    pub suppressed: Option<u32>,
 }
 
 /// One step of one socket's life.
@@ -302,6 +306,9 @@ impl Event {
             }
             EventKind::Accept => {
                 m.insert("listener".into(), opt(d.listener));
+                if let Some(n) = d.suppressed {
+                    m.insert("suppressed".into(), n.into());
+                }
             }
             EventKind::Close => {
                 m.insert("bytes_sent".into(), opt(d.bytes_sent));
@@ -433,6 +440,11 @@ impl Event {
         push_endpoint(out, "remote", self.remote);
         push_opt_str(out, "rule", self.rule.as_deref());
         push_opt_num(out, "socket", Some(self.socket));
+        if self.kind == EventKind::Accept {
+            if let Some(n) = d.suppressed {
+                push_opt_num(out, "suppressed", Some(u64::from(n)));
+            }
+        }
         push_opt_str(out, "time", Some(&rfc3339(self.time)));
         push_opt_num(out, "uid", owner.map(|o| u64::from(o.uid)));
         push_opt_str(out, "unit", workload.unit.as_deref());
@@ -538,6 +550,7 @@ mod tests {
                     bytes_sent: Some(7),
                     bytes_received: None,
                     duration_ns: Some(8),
+                    suppressed: Some(9),
                 };
                 let mut s = String::new();
                 e.write_json(&mut s);

@@ -115,6 +115,7 @@ impl Event {
                 bytes_sent: opt_u64(v, "bytes_sent")?,
                 bytes_received: opt_u64(v, "bytes_received")?,
                 duration_ns: opt_u64(v, "duration_ns")?,
+                suppressed: opt_u64(v, "suppressed")?.map(|n| n as u32),
             },
         })
     }

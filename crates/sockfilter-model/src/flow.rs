@@ -46,7 +46,7 @@
 //! [`FlowTable::mark_established`]. A connection whose handshake fails
 //! goes from `Connecting` to `Closed`.
 
-use crate::event::{rfc3339, Endpoint, Event, EventKind, Family, Owner, Proto};
+use crate::event::{rfc3339, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -416,6 +416,13 @@ impl FlowTable {
     /// assert!(t.is_empty(), "closed flows are released once reported");
     /// ```
     pub fn apply(&mut self, e: &Event) -> Vec<FlowUpdate> {
+        if e.verdict == Verdict::Deny {
+            // A denied operation did not happen: no flow opens or changes
+            // (a denied listener's destruction is its close).
+            if e.kind != EventKind::Close {
+                return Vec::new();
+            }
+        }
         match (e.kind, e.proto) {
             (EventKind::Bind, Proto::Tcp) => Vec::new(),
             (EventKind::Bind, Proto::Udp) => {

@@ -56,6 +56,13 @@ pub fn exe_hash(path: &[u8]) -> u64 {
 
 /// Index of the lost-events counter in the `counters` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
+/// Index of the counter of refused-peer events held back by the rate limit.
+pub const COUNTER_REFUSED_SUPPRESSED: u32 = 1;
+/// Index of the counter of listeners enforce could not register (map full).
+pub const COUNTER_LISTENERS_FULL: u32 = 2;
+/// Refused-peer events written per second and listener at most
+/// (`SF_REFUSED_PER_SEC`); the rest are counted.
+pub const REFUSED_PER_SEC: u32 = 16;
 
 /// `struct sf_event`
 #[repr(C)]
@@ -111,8 +118,9 @@ pub struct SfEvent {
     pub _pad: u16,
     /// Index of the deciding rule + 1; 0 = the policy's default.
     pub rule: u32,
-    /// Padding.
-    pub _pad2: u32,
+    /// A refused accept (cookie 0): refused peers of the same listener not
+    /// reported (over the rate limit) since the previous reported one.
+    pub suppressed: u32,
     /// Executable path (not NUL-terminated; `exe_len` bytes).
     pub exe: [u8; EXE_LEN],
 }

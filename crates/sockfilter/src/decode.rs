@@ -90,7 +90,9 @@ impl Decoder {
                 ..Default::default()
             },
             EventKind::Accept => Details {
-                listener: Some(raw.listener_cookie),
+                listener: (raw.listener_cookie != 0).then_some(raw.listener_cookie),
+                // Only a connection refused in socket lookup has no socket.
+                suppressed: (raw.cookie == 0).then_some(raw.suppressed),
                 ..Default::default()
             },
             EventKind::Close => Details {

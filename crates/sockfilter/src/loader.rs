@@ -214,10 +214,15 @@ impl Probe {
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
         let filter: u8 = opts.cgroup.is_some().into();
         let enforce: u8 = opts.enforce.into();
+        let lookup_netns: u8 = (opts.enforce
+            && crate::features::probe(crate::features::Feature::SkLookupNetns).available()
+                == Some(true))
+        .into();
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("cfg_filter_cgroup", &filter, true)
             .override_global("cfg_enforce", &enforce, true)
+            .override_global("cfg_lookup_netns", &lookup_netns, true)
             .load(OBJECT)
             .map_err(|e| LoadError::Object(error_chain(&e)))?;
 
@@ -311,15 +316,19 @@ impl Probe {
     /// Events the kernel dropped because the ring buffer was full, summed
     /// over CPUs, since load.
     pub fn lost(&self) -> u64 {
+        self.counter(COUNTER_LOST)
+    }
+
+    /// One of the kernel side's counters (`crate::abi::COUNTER_*`), summed
+    /// over CPUs, since load.
+    pub fn counter(&self, index: u32) -> u64 {
         let Some(map) = self.bpf.map("counters") else {
             return 0;
         };
         let Ok(arr) = PerCpuArray::<&MapData, u64>::try_from(map) else {
             return 0;
         };
-        arr.get(&COUNTER_LOST, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        arr.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     /// The executable the kernel recorded for a process, if any.

@@ -20,8 +20,14 @@ pub struct Attacker {
 }
 
 const ATTACKER: &str = r#"
-import socket, sys, errno, threading
+import socket, sys, errno, threading, os
 s = {}
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 res = {}
 def bg(key, fn):
     def call():
@@ -52,9 +58,18 @@ impl Attacker {
         Attacker::spawn(cg, ns.command("setpriv"))
     }
 
+    /// The same program as root in `cg`: the other side of an attack.
+    pub fn start_root(cg: &TestCgroup) -> Attacker {
+        Attacker::run_as(cg, Command::new(PY))
+    }
+
     fn spawn(cg: &TestCgroup, mut cmd: Command) -> Attacker {
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", PY])
-            .args(["-u", "-c", ATTACKER])
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", PY]);
+        Attacker::run_as(cg, cmd)
+    }
+
+    fn run_as(cg: &TestCgroup, mut cmd: Command) -> Attacker {
+        cmd.args(["-u", "-c", ATTACKER])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         cg.enter(&mut cmd);

@@ -206,7 +206,13 @@ impl Watch {
     }
 
     /// Sends `sig` and waits (bounded) for the exit; returns stderr lines.
-    pub fn stop(mut self, sig: i32) -> (std::process::ExitStatus, Vec<String>) {
+    pub fn stop(self, sig: i32) -> (std::process::ExitStatus, Vec<String>) {
+        let (status, err, _) = self.stop_collect(sig);
+        (status, err)
+    }
+
+    /// Like [`Watch::stop`], and also every event it printed.
+    pub fn stop_collect(mut self, sig: i32) -> (std::process::ExitStatus, Vec<String>, Vec<Value>) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let deadline = Instant::now() + WAIT;
         let status = loop {
@@ -223,7 +229,11 @@ impl Watch {
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(2)) {
             err.push(l);
         }
-        (status, err)
+        // The reader ends at the exit: what is left in the channel is all.
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(v);
+        }
+        (status, err, std::mem::take(&mut self.seen))
     }
 }
 

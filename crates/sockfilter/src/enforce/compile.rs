@@ -603,18 +603,7 @@ pub fn unenforceable(policy: &Policy) -> Vec<(usize, String)> {
                 )
             })
         };
-        let owner = r.exe.is_some()
-            || r.comm.is_some()
-            || r.uid.is_some()
-            || r.cgroup.is_some()
-            || r.constrains_workload();
         let problems = [
-            has(
-                owner,
-                "exe/comm/uid/cgroup/unit/container",
-                &[Operation::Accept],
-                "inbound connections are decided in the kernel's socket lookup, before any process takes them; split the rule, or use `sockfilter supervise`",
-            ),
             has(
                 r.remote_ip.is_some() || r.remote_port.is_some(),
                 "remote_ip/remote_port",

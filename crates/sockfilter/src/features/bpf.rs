@@ -54,6 +54,11 @@ impl Insn {
         Insn::new(0xbf, dst, src, 0, 0) // BPF_ALU64 | BPF_MOV | BPF_X
     }
 
+    /// Call of BPF helper number `id`.
+    pub(super) fn call_helper(id: i32) -> Insn {
+        Insn::new(0x85, 0, 0, 0, id) // BPF_JMP | BPF_CALL
+    }
+
     /// Call of the kernel function with this id in vmlinux's BTF.
     pub(super) fn call_kfunc(btf_id: u32) -> Insn {
         // BPF_JMP | BPF_CALL, src_reg = BPF_PSEUDO_KFUNC_CALL

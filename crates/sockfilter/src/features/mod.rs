@@ -43,6 +43,9 @@ pub enum Feature {
     CgroupAddrHooks,
     /// `sk_lookup`, which refuses inbound connections.
     SkLookup,
+    /// `bpf_get_netns_cookie()` in `sk_lookup`: which namespace a
+    /// connection is for.
+    SkLookupNetns,
     /// The BPF ring buffer that carries events.
     RingBuf,
     /// Socket local storage, where each socket's owner is kept.
@@ -125,6 +128,7 @@ impl Feature {
         Feature::SockOps,
         Feature::CgroupAddrHooks,
         Feature::SkLookup,
+        Feature::SkLookupNetns,
         Feature::SockDiagDestroy,
         Feature::SocketIterators,
         Feature::SockDestroyKfunc,
@@ -171,7 +175,9 @@ impl Feature {
         use Command::*;
         use Feature::*;
         match self {
-            SockDiagDestroy | SocketIterators | SockDestroyKfunc | BpfLsm => &[Enforce],
+            SockDiagDestroy | SocketIterators | SockDestroyKfunc | BpfLsm | SkLookupNetns => {
+                &[Enforce]
+            }
             SeccompAddFdSend | SeccompSyncWakeUp => &[Supervise],
             _ => &[],
         }
@@ -197,6 +203,8 @@ impl Feature {
                 "enforce cannot start (denied bind, connect and UDP sends fail through these); watch is unaffected"),
             SkLookup => ("sk_lookup", "sk_lookup (socket lookup, per network namespace)",
                 "enforce cannot start (denied peers and listeners are refused here); watch is unaffected"),
+            SkLookupNetns => ("sk_lookup_netns", "bpf_get_netns_cookie() in sk_lookup",
+                "socket lookup cannot tell network namespaces apart: between a denied listener's listen() and its destruction (about a millisecond), connections to the same address and port in other namespaces are refused too, and accept rules with process fields use whichever namespace's listener registered last"),
             RingBuf => ("ringbuf", "BPF ring buffer map",
                 "watch and enforce cannot start (events travel through it)"),
             SkStorage => ("sk_storage", "socket local storage map",

@@ -102,6 +102,7 @@ impl Prober {
                 &[("sk_lookup", At::BPF_SK_LOOKUP)],
                 1, // SK_PASS
             ),
+            SkLookupNetns => sk_lookup_netns(),
             SockDiagDestroy => match crate::destroy::sock_diag_supported() {
                 Ok(()) => Status::Available(
                     "asked to destroy a TCP and a UDP socket that cannot exist: \"not found\""
@@ -279,6 +280,26 @@ fn loads_with(pt: Pt, hooks: &[(&str, At)], ret: i32) -> Status {
     }
     let names: Vec<&str> = hooks.iter().map(|h| h.0).collect();
     Status::Available(format!("loaded: {}", names.join(", ")))
+}
+
+/// An sk_lookup program that calls bpf_get_netns_cookie(ctx) (helper 122).
+fn sk_lookup_netns() -> Status {
+    /// BPF_FUNC_get_netns_cookie.
+    const GET_NETNS_COOKIE: i32 = 122;
+    let insns = [
+        bpf::Insn::call_helper(GET_NETNS_COOKIE), // r1 is still the context
+        bpf::Insn::ret_imm(1),                    // SK_PASS
+        bpf::Insn::exit(),
+    ];
+    match bpf::load(&ProgSpec {
+        prog_type: Pt::BPF_PROG_TYPE_SK_LOOKUP,
+        attach: Some(At::BPF_SK_LOOKUP),
+        attach_btf_id: 0,
+        insns: &insns,
+    }) {
+        Ok(_) => Status::Available("an sk_lookup program calling it loaded".into()),
+        Err(e) => Status::Missing(e),
+    }
 }
 
 fn syscall_tracepoints() -> Status {
