@@ -84,7 +84,12 @@ struct path {
 	struct dentry *dentry;
 } __core;
 
-struct inode { unsigned short i_mode; } __core;
+struct super_block { __u32 s_dev; } __core;
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __core;
 
 struct file {
 	struct path f_path;

@@ -325,7 +325,8 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 		}
 		event_set_decision(e, &d);
 	}
-	bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY);
+	if (bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY))
+		count(SF_CNT_ACCEPTED_FULL);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

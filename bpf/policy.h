@@ -70,7 +70,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 16);
 	__type(key, struct sf_exe_key);
-	__type(value, struct sf_exe_value);
+	__type(value, __u32);
 } pol_exe SEC(".maps");
 
 struct {
@@ -241,22 +241,13 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 			ids[SF_DIM_REMOTE_PORT] = t->id[s->remote_port & 0xffff];
 	}
 	if (s->has_owner && (used & (1 << SF_DIM_EXE))) {
+		/* By the file (device and inode), not the path that led to it. */
 		struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &s->pid);
-		if (x && x->len && !x->truncated) {
-			struct sf_exe_key k = { .slot = slot, .hash = x->hash };
-			struct sf_exe_value *v = bpf_map_lookup_elem(&pol_exe, &k);
-			/* The hash finds the entry; the whole path must be equal. */
-			if (v && v->len == x->len) {
-				int same = 1;
-				for (int i = 0; i < SF_EXE_LEN / 8; i++) {
-					if (((__u64 *)v->path)[i] != ((__u64 *)x->path)[i]) {
-						same = 0;
-						break;
-					}
-				}
-				if (same)
-					ids[SF_DIM_EXE] = v->id;
-			}
+		if (x && x->ino) {
+			struct sf_exe_key k = { .slot = slot, .dev = x->dev, .ino = x->ino };
+			__u32 *v = bpf_map_lookup_elem(&pol_exe, &k);
+			if (v)
+				ids[SF_DIM_EXE] = *v;
 		}
 	}
 	if (s->has_owner && (used & (1 << SF_DIM_COMM))) {

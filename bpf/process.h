@@ -12,12 +12,23 @@
  * tracepoints (which see every process) keep only that subtree. */
 const volatile __u8 cfg_filter_cgroup = 0;
 
+/* Each process's executable, by pid: written at exec, copied at fork,
+ * removed when the process is reaped. Not an LRU: fork/exec churn cannot
+ * evict a live process's identity. When full, a new process has none
+ * (SF_CNT_EXE_FULL counts it) and never matches a rule naming an exe. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 131072);
 	__type(key, __u32);
 	__type(value, struct sf_exe);
 } exe_by_pid SEC(".maps");
+
+static __always_inline void exe_set(__u32 pid, const struct sf_exe *x)
+{
+	if (bpf_map_update_elem(&exe_by_pid, &pid, x, BPF_ANY))
+		count(SF_CNT_EXE_FULL);
+}
 
 /* The watched cgroup (index 0) when cfg_filter_cgroup is set. */
 struct {
@@ -153,15 +164,6 @@ static __always_inline void resolve_path(struct path_scratch *s, struct file *f)
 	__builtin_memset(s->rec.path, 0, SF_EXE_LEN);
 	bpf_probe_read_kernel(s->rec.path, len & SF_MASK, &s->buf[pos & SF_MASK]);
 
-	/* FNV-1a 64, as crates/sockfilter/src/abi.rs computes it. */
-	__u64 h = 0xcbf29ce484222325ULL;
-	for (int i = 0; i < SF_EXE_LEN; i++) {
-		if (i >= len)
-			break;
-		h ^= (__u8)s->rec.path[i];
-		h *= 0x100000001b3ULL;
-	}
-	s->rec.hash = h;
 }
 
 /* exe_by_pid is filled at exec, in the exec'ing task, before execve()
@@ -174,8 +176,11 @@ int BPF_PROG(sf_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	struct path_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	resolve_path(s, BPF_CORE_READ(bprm, file));
-	bpf_map_update_elem(&exe_by_pid, &pid, &s->rec, BPF_ANY);
+	struct file *f = BPF_CORE_READ(bprm, file);
+	resolve_path(s, f);
+	s->rec.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	s->rec.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	exe_set(pid, &s->rec);
 	return 0;
 }
 
@@ -188,9 +193,23 @@ int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
 		return 0; /* a new thread, not a new process */
 	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &ppid);
 	if (x)
-		bpf_map_update_elem(&exe_by_pid, &cpid, x, BPF_ANY);
+		exe_set(cpid, x);
 	else
 		bpf_map_delete_elem(&exe_by_pid, &cpid);
+	return 0;
+}
+
+/* A process is gone when its thread-group leader is freed (the leader is
+ * reaped after every other thread): its executable goes with it. Closes
+ * of its sockets that come later (an orphaned TCP connection finishing in
+ * the background) are reported without exe. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(sf_free, struct task_struct *p)
+{
+	if (p->pid != p->tgid)
+		return 0;
+	__u32 pid = p->tgid;
+	bpf_map_delete_elem(&exe_by_pid, &pid);
 	return 0;
 }
 

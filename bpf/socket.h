@@ -11,7 +11,7 @@
 /* Owner of an accepted socket, keyed by its cookie: the accept tracepoint
  * cannot reach socket-local storage, so the close looks here first. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH); /* not an LRU: removed at close; full: SF_CNT_ACCEPTED_FULL */
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct sf_proc);
@@ -67,7 +67,7 @@ struct sf_endpoints {
 	__u32 netns;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH); /* not an LRU: removed at release; full: SF_CNT_UDP_FULL */
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct sf_endpoints);
@@ -82,7 +82,8 @@ static __always_inline void remember_udp(const struct sf_event *e)
 	ep.remote_port = e->remote_port;
 	ep.family = e->family;
 	ep.netns = e->netns;
-	bpf_map_update_elem(&udp_endpoints, &e->cookie, &ep, BPF_ANY);
+	if (bpf_map_update_elem(&udp_endpoints, &e->cookie, &ep, BPF_ANY))
+		count(SF_CNT_UDP_FULL);
 }
 
 static __always_inline struct sf_owner *owner_storage(void *sk, int create)

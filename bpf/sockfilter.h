@@ -97,7 +97,12 @@ struct sf_owner {
 struct sf_exe {
 	__u32 len;             /* 0 = unknown */
 	__u32 truncated;
-	__u64 hash;            /* FNV-1a 64 of path[0..len], for policy lookups */
+	/* The file as the host sees it, whatever path led to it: policy
+	 * lookups go by these, so a file bind-mounted over an allowed path in
+	 * another mount namespace is still another file. */
+	__u64 ino;             /* inode number */
+	__u32 dev;             /* device, as the kernel encodes it: major << 20 | minor */
+	__u32 _pad;
 	char path[SF_EXE_LEN];
 };
 
@@ -174,15 +179,10 @@ struct sf_ip_key {
 
 struct sf_exe_key {
 	__u32 slot;
-	__u32 _pad;
-	__u64 hash;
+	__u32 dev;
+	__u64 ino;
 };
 
-struct sf_exe_value {
-	__u32 id;
-	__u32 len;
-	char path[SF_EXE_LEN];
-};
 
 struct sf_comm_key {
 	__u32 slot;
@@ -230,7 +230,10 @@ enum sf_counter {
 	SF_CNT_LOST = 0,       /* events that did not fit in the ring buffer */
 	SF_CNT_REFUSED_SUPPRESSED = 1, /* refused-peer events over the rate limit */
 	SF_CNT_LISTENERS_FULL = 2,     /* listeners not registered: map full */
-	SF_CNT_MAX = 4,
+	SF_CNT_EXE_FULL = 3,           /* processes whose executable was not kept: map full */
+	SF_CNT_ACCEPTED_FULL = 4,      /* accepted sockets whose owner was not kept: map full */
+	SF_CNT_UDP_FULL = 5,           /* UDP sockets whose endpoints were not kept: map full */
+	SF_CNT_MAX = 8,
 };
 
 #endif

@@ -46,20 +46,21 @@ pub mod verdict {
     pub const AUDIT: u8 = 3;
 }
 
-/// FNV-1a 64 of an executable path: the kernel computes the same at exec
-/// (bpf/sockfilter.bpf.c, `resolve_path`) to look paths up in the policy.
-pub fn exe_hash(path: &[u8]) -> u64 {
-    path.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// Index of the lost-events counter in the `counters` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
 /// Index of the counter of refused-peer events held back by the rate limit.
 pub const COUNTER_REFUSED_SUPPRESSED: u32 = 1;
 /// Index of the counter of listeners enforce could not register (map full).
 pub const COUNTER_LISTENERS_FULL: u32 = 2;
+/// Index of the counter of processes whose executable the kernel could not
+/// keep (map full).
+pub const COUNTER_EXE_FULL: u32 = 3;
+/// Index of the counter of accepted sockets whose owner the kernel could not
+/// keep (map full).
+pub const COUNTER_ACCEPTED_FULL: u32 = 4;
+/// Index of the counter of UDP sockets whose endpoints the kernel could not
+/// keep (map full).
+pub const COUNTER_UDP_FULL: u32 = 5;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;
@@ -133,8 +134,12 @@ pub struct SfExe {
     pub len: u32,
     /// Non-zero if the path did not fit.
     pub truncated: u32,
-    /// [`exe_hash`] of the path, for policy lookups.
-    pub hash: u64,
+    /// Inode number of the file.
+    pub ino: u64,
+    /// Device of the file, as the kernel encodes it (major << 20 | minor).
+    pub dev: u32,
+    /// Padding.
+    pub _pad: u32,
     /// The path (not NUL-terminated).
     pub path: [u8; EXE_LEN],
 }
@@ -311,7 +316,7 @@ mod tests {
 
 /// Policy map records (`bpf/sockfilter.h`, the enforce section).
 pub mod policy {
-    use super::{COMM_LEN, EXE_LEN};
+    use super::COMM_LEN;
 
     /// `SF_MAX_RULES`
     pub const MAX_RULES: usize = 16384;
@@ -380,22 +385,10 @@ pub mod policy {
     pub struct SfExeKey {
         /// Policy slot.
         pub slot: u32,
-        /// Padding.
-        pub _pad: u32,
-        /// `exe_hash` of the path.
-        pub hash: u64,
-    }
-
-    /// `struct sf_exe_value`
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    pub struct SfExeValue {
-        /// Bitmap id.
-        pub id: u32,
-        /// Path length.
-        pub len: u32,
-        /// Path, zero-padded (compared whole in the kernel).
-        pub path: [u8; EXE_LEN],
+        /// Device of the rule's file, as the kernel encodes it.
+        pub dev: u32,
+        /// Inode number of the rule's file.
+        pub ino: u64,
     }
 
     /// `struct sf_comm_key`
@@ -439,11 +432,17 @@ pub mod policy {
     // SAFETY: as above.
     unsafe impl aya::Pod for SfExeKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for SfExeValue {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for SfCommKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SfU64Key {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SfPortTable {}
+}
+
+/// A device number as the kernel encodes it in `super_block.s_dev`
+/// (`MKDEV`: major << 20 | minor), from a `stat()` `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev) as u32;
+    let minor = libc::minor(st_dev) as u32;
+    (major << 20) | minor
 }

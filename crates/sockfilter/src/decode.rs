@@ -90,7 +90,10 @@ impl Decoder {
                 ..Default::default()
             },
             EventKind::Accept => Details {
-                listener: (raw.listener_cookie != 0).then_some(raw.listener_cookie),
+                // A refused connection (no socket) names its listener only
+                // when one was registered.
+                listener: (raw.cookie != 0 || raw.listener_cookie != 0)
+                    .then_some(raw.listener_cookie),
                 // Only a connection refused in socket lookup has no socket.
                 suppressed: (raw.cookie == 0).then_some(raw.suppressed),
                 ..Default::default()

@@ -118,6 +118,11 @@ const HOOKS: &[Hook] = &[
         what: "tp_btf/sched_process_fork",
     },
     Hook {
+        program: "sf_free",
+        kind: HookKind::TpBtf("sched_process_free"),
+        what: "tp_btf/sched_process_free",
+    },
+    Hook {
         program: "sf_tcp_state",
         kind: HookKind::TpBtf("inet_sock_set_state"),
         what: "tp_btf/inet_sock_set_state",
@@ -417,10 +422,16 @@ fn seed_executables(bpf: &mut Ebpf) {
             continue;
         };
         let bytes = path.as_bytes();
+        // The file itself, through the /proc link (whatever path led to it).
+        let Some((dev, ino)) = crate::enforce::file_identity(&format!("/proc/{pid}/exe")) else {
+            continue;
+        };
         let mut x = SfExe {
             len: 0,
             truncated: 0,
-            hash: 0,
+            ino,
+            dev,
+            _pad: 0,
             path: [0; EXE_LEN],
         };
         // The kernel keeps at most EXE_LEN - 1 bytes (resolve_path).
@@ -429,7 +440,6 @@ fn seed_executables(bpf: &mut Ebpf) {
         } else {
             x.len = bytes.len() as u32;
             x.path[..bytes.len()].copy_from_slice(bytes);
-            x.hash = crate::abi::exe_hash(bytes);
         }
         // BPF_NOEXIST: an exec seen by the kernel since attach is newer.
         let _ = m.insert(pid, x, 1 /* BPF_NOEXIST */);

@@ -2,9 +2,7 @@
 //! compiler prints the header's sizes and offsets; Rust's `offset_of!` must
 //! agree field by field.
 
-use sockfilter::abi::policy::{
-    SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfExeValue, SfPolicyMeta, SfU64Key,
-};
+use sockfilter::abi::policy::{SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfPolicyMeta, SfU64Key};
 use sockfilter::abi::{SfEvent, SfExe, SfOwner, SfProc};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
@@ -46,7 +44,7 @@ fn rust_mirror_matches_the_c_header() {
         exe_len,
         exe
     );
-    rust.extend(fields!(SfExe, "sf_exe", len, truncated, hash, path));
+    rust.extend(fields!(SfExe, "sf_exe", len, truncated, ino, dev, path));
     rust.extend(fields!(SfProc, "sf_proc", cgroup_id, pid, uid, comm));
     rust.extend(fields!(
         SfOwner, "sf_owner", proc, start_ns, active, pending, verdict, slot, udp_next, rule,
@@ -63,8 +61,7 @@ fn rust_mirror_matches_the_c_header() {
         dims_used,
         wild
     ));
-    rust.extend(fields!(SfExeKey, "sf_exe_key", slot, hash));
-    rust.extend(fields!(SfExeValue, "sf_exe_value", id, len, path));
+    rust.extend(fields!(SfExeKey, "sf_exe_key", slot, dev, ino));
     rust.extend(fields!(SfCommKey, "sf_comm_key", slot, comm));
     rust.extend(fields!(SfU64Key, "sf_u64_key", slot, value));
     // sf_ip_key is prefixlen (u32) followed by the packed data aya appends.

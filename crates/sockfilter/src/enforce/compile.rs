@@ -930,14 +930,15 @@ cgroup = "/system.slice"
     #[test]
     fn rules_the_kernel_cannot_see_are_refused() {
         let p = policy(
-            "[[rule]]\nname = \"a\"\naction = \"deny\"\non = [\"accept\"]\nexe = [\"/bin/x\"]\n\
+            "[[rule]]\nname = \"a\"\naction = \"deny\"\non = [\"accept\"]\nexe = [\"/bin/x\"]\nuid = [0]\n\
              [[rule]]\nname = \"b\"\naction = \"deny\"\non = [\"listen\"]\nremote_port = [1]\n\
              [[rule]]\nname = \"c\"\naction = \"deny\"\non = [\"connect\"]\nlocal_port = [1]\n\
              [[rule]]\nname = \"ok\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [1]\nexe = [\"/bin/x\"]\n",
         );
         let bad = unenforceable(&p);
         let idx: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
-        assert_eq!(idx, vec![0, 1, 2], "{bad:?}");
-        assert!(bad[0].1.contains("supervise"));
+        // Process fields on accept are the listener's owner's: enforceable.
+        assert_eq!(idx, vec![1, 2], "{bad:?}");
+        assert!(bad[0].1.contains("no remote endpoint"));
     }
 }

@@ -29,7 +29,6 @@ pub mod compile;
 pub mod existing;
 
 use crate::abi::policy::*;
-use crate::abi::{exe_hash, EXE_LEN};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
@@ -83,7 +82,7 @@ struct Installed {
     bitmaps: u32,
     local_ip: Vec<Prefix>,
     remote_ip: Vec<Prefix>,
-    exe: Vec<u64>,
+    exe: Vec<(u32, u64)>,
     comm: Vec<[u8; 16]>,
     uid: Vec<u32>,
     cgroup: Vec<u64>,
@@ -276,23 +275,16 @@ fn write(bpf: &mut Ebpf, slot: u32, c: &Compiled) -> Result<Installed, EnforceEr
         }
     }
     {
-        let mut m = map_mut!(bpf, "pol_exe", BpfHashMap<&mut MapData, SfExeKey, SfExeValue>);
+        let mut m = map_mut!(bpf, "pol_exe", BpfHashMap<&mut MapData, SfExeKey, u32>);
         for (path, id) in &c.exe {
-            let bytes = path.as_bytes();
-            let hash = exe_hash(bytes);
-            let mut v = SfExeValue {
-                id: *id,
-                len: bytes.len() as u32,
-                path: [0; EXE_LEN],
+            // By the file the path names on this host now; a path that
+            // names nothing matches nothing until it does (see Resolved).
+            let Some((dev, ino)) = file_identity(path) else {
+                continue;
             };
-            v.path[..bytes.len()].copy_from_slice(bytes);
-            let key = SfExeKey {
-                slot,
-                _pad: 0,
-                hash,
-            };
-            m.insert(key, v, 0).map_err(map_err("pol_exe"))?;
-            inst.exe.push(hash);
+            m.insert(SfExeKey { slot, dev, ino }, id, 0)
+                .map_err(map_err("pol_exe"))?;
+            inst.exe.push((dev, ino));
         }
     }
     {
@@ -377,13 +369,9 @@ fn remove(bpf: &mut Ebpf, slot: u32, old: &Installed) -> Result<(), EnforceError
         }
     }
     {
-        let mut m = map_mut!(bpf, "pol_exe", BpfHashMap<&mut MapData, SfExeKey, SfExeValue>);
-        for &hash in &old.exe {
-            let _ = m.remove(&SfExeKey {
-                slot,
-                _pad: 0,
-                hash,
-            });
+        let mut m = map_mut!(bpf, "pol_exe", BpfHashMap<&mut MapData, SfExeKey, u32>);
+        for &(dev, ino) in &old.exe {
+            let _ = m.remove(&SfExeKey { slot, dev, ino });
         }
     }
     {
@@ -406,4 +394,12 @@ fn remove(bpf: &mut Ebpf, slot: u32, old: &Installed) -> Result<(), EnforceError
     }
     let _ = old.rules;
     Ok(())
+}
+
+/// The file `path` names on this host (symlinks followed), as the kernel
+/// identifies it: (device as the kernel encodes it, inode number).
+pub fn file_identity(path: &str) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((crate::abi::kernel_dev(m.dev()), m.ino()))
 }
