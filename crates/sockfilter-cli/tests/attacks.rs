@@ -7,6 +7,7 @@ mod common;
 use common::attacker::Attacker;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sf-attack-{tag}-{}", std::process::id()));
@@ -147,5 +148,61 @@ fn accept_is_decided_for_the_listeners_owner_and_refusals_are_reported() {
         reported.len() as u64 + counted,
         301,
         "every refused connection is reported or counted (events carried {in_events} of the counted)"
+    );
+}
+
+/// Item 7: an executable is the file, not the path that led to it. Inside
+/// its own user and mount namespaces (`unshare -Urm`), uid 65534 bind-mounts
+/// another program over the path an allow rule names and runs it through
+/// that path: it must not match the rule. The real program at that path
+/// still does.
+#[test]
+fn a_binary_bind_mounted_over_an_allowed_path_does_not_match_its_rule() {
+    let dir = tmpdir("exe-bind-mount");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let allowed = dir.join("allowed");
+    let other = dir.join("other");
+    // Two copies of python3: two files with the same content.
+    std::fs::copy("/usr/bin/python3.11", &allowed).unwrap();
+    std::fs::copy("/usr/bin/python3.11", &other).unwrap();
+    let cg = TestCgroup::new("attack-exe-bind-mount");
+    let policy = write_policy(
+        &dir,
+        &format!(
+            "default = \"allow\"\n\
+             [[rule]]\nname = \"allowed-may\"\naction = \"allow\"\non = [\"bind\"]\nexe = [\"{}\"]\n\
+             [[rule]]\nname = \"nobody-else\"\naction = \"deny\"\non = [\"bind\"]\nuid = [65534]\n",
+            allowed.display()
+        ),
+    );
+    let _w = Watch::enforce(&cg, &policy);
+    let bind = "import socket, errno\ntry:\n    socket.socket().bind(('127.0.0.1', 0)); print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])";
+    let run = |script: &str| -> String {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["unshare", "-Urm", "sh", "-c", script, "sh"])
+            .arg(&allowed)
+            .arg(&other)
+            .arg(bind)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cg.enter(&mut cmd);
+        let out = cmd.output().expect("setpriv unshare");
+        assert!(
+            out.status.success(),
+            "not supported: unprivileged user and mount namespaces ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        run(r#"exec "$1" -c "$3""#),
+        "ok",
+        "the allowed program itself may bind"
+    );
+    assert_eq!(
+        run(r#"mount --bind "$2" "$1" && exec "$1" -c "$3""#),
+        "EPERM",
+        "another program at the allowed path is still another program"
     );
 }

@@ -145,13 +145,13 @@ fn free_port() -> u16 {
 
 /// The python3 binary under another name (a hard link, or a copy across
 /// filesystems): a distinct `exe` for exe rules.
+/// A copy of python3 at `dir/name`: another file, so exe rules tell it
+/// apart (a hard link would be the same file, which they match alike).
 fn python_as(dir: &Path, name: &str) -> String {
     let real = python_exe();
     let p = dir.join(name);
     let _ = std::fs::remove_file(&p);
-    if std::fs::hard_link(&real, &p).is_err() {
-        std::fs::copy(&real, &p).unwrap();
-    }
+    std::fs::copy(&real, &p).unwrap();
     p.to_str().unwrap().to_string()
 }
 
