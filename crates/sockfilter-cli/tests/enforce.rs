@@ -730,3 +730,46 @@ fn a_denied_listener_in_another_network_namespace_is_refused_and_closed() {
     );
     w.wait_stderr("rule no-listen-here: 1 matches");
 }
+
+/// An exe rule names a file on the host: when the file is replaced (as a
+/// package upgrade renames a new one over it), the rule follows the new
+/// file, and the old one, still running, no longer matches.
+#[test]
+fn an_exe_rule_follows_its_file_when_it_is_replaced() {
+    let dir = tmpdir("exe-replaced");
+    let cg = TestCgroup::new("enf-exe-replaced");
+    let server = python_as(&dir, "server");
+    let policy = write_policy(
+        &dir,
+        "p.toml",
+        &format!(
+            "default = \"allow\"\n\
+             [[rule]]\nname = \"server-may\"\naction = \"allow\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.9\"]\nexe = [\"{server}\"]\n\
+             [[rule]]\nname = \"nobody-else\"\naction = \"deny\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.9\"]\n"
+        ),
+    );
+    let mut old = Agent::start(&cg, &server, None);
+    let _w = Watch::enforce(&cg, &policy);
+    assert!(old.ask("bind 127.0.0.9 0 tcp").starts_with("ok "));
+    // The upgrade: a new file renamed over the path.
+    let fresh = python_as(&dir, "server.new");
+    std::fs::rename(&fresh, &server).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut new = Agent::start(&cg, &server, None);
+        let answer = new.ask("bind 127.0.0.9 0 tcp");
+        if answer.starts_with("ok ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replaced file never matched its rule: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        old.ask("bind 127.0.0.9 0 tcp"),
+        "err EPERM",
+        "the old file is no longer the one the rule names"
+    );
+}

@@ -48,12 +48,7 @@ pub fn prepare(path: &Path) -> Result<(Policy, Compiled), Vec<String>> {
 
 /// Compiles `policy` against the cgroup hierarchy as it is now.
 fn compile_now(policy: &Policy, root: &Path) -> Result<Compiled, CompileError> {
-    let cgroup_id = |p: &str| {
-        std::fs::metadata(root.join(p.trim_start_matches('/')))
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(|m| m.ino())
-    };
+    let cgroup_id = |p: &str| cgroup_id(root, p);
     let tree = if policy.rules.iter().any(|r| r.constrains_workload()) {
         crate::cgroup::hierarchy(root)
     } else {
@@ -79,11 +74,72 @@ pub struct PolicyAgent {
     namespaces: HashSet<u64>,
     last_scan: Instant,
     rules: usize,
-    /// The policy in force, when it has `unit` or `container` rules: it is
-    /// compiled again whenever the cgroups they name change.
-    by_workload: Option<Policy>,
-    /// The cgroups where those units and containers started, as compiled.
-    workload_roots: Vec<(String, u64)>,
+    /// The policy in force, when it names things of the host that can be
+    /// replaced under it (`exe` files, `cgroup`s, units, containers): it is
+    /// compiled again whenever what they resolve to changes.
+    followed: Option<Policy>,
+    /// What those names resolved to when the policy was compiled.
+    resolved: HostNames,
+}
+
+/// What a policy's names resolve to on the host now: the file identity of
+/// each `exe` path (a package upgrade replaces the file: a new inode), the
+/// id of each `cgroup` path (a restarted unit gets a new cgroup), the
+/// cgroups where the named units and containers start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct HostNames {
+    exe: Vec<(String, Option<(u32, u64)>)>,
+    cgroup: Vec<(String, Option<u64>)>,
+    workloads: Vec<(String, u64)>,
+}
+
+impl HostNames {
+    fn of(policy: &Policy, root: &Path) -> HostNames {
+        let mut exe: Vec<String> = policy
+            .rules
+            .iter()
+            .flat_map(|r| r.exe.iter().flatten().cloned())
+            .collect();
+        exe.sort();
+        exe.dedup();
+        let mut cgroup: Vec<String> = policy
+            .rules
+            .iter()
+            .filter_map(|r| r.cgroup.clone())
+            .collect();
+        cgroup.sort();
+        cgroup.dedup();
+        let workloads = if policy.rules.iter().any(|r| r.constrains_workload()) {
+            workload_roots(policy, &crate::cgroup::hierarchy(root))
+        } else {
+            Vec::new()
+        };
+        HostNames {
+            exe: exe
+                .into_iter()
+                .map(|p| {
+                    let id = super::file_identity(&p);
+                    (p, id)
+                })
+                .collect(),
+            cgroup: cgroup
+                .into_iter()
+                .map(|p| {
+                    let id = cgroup_id(root, &p);
+                    (p, id)
+                })
+                .collect(),
+            workloads,
+        }
+    }
+}
+
+/// The id of cgroup `path` (as in /proc/PID/cgroup) under the cgroup2 mount.
+fn cgroup_id(root: &Path, path: &str) -> Option<u64> {
+    std::fs::metadata(root.join(path.trim_start_matches('/')))
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| m.ino())
 }
 
 impl PolicyAgent {
@@ -98,8 +154,8 @@ impl PolicyAgent {
             namespaces: HashSet::new(),
             last_scan: Instant::now(),
             rules: 0,
-            by_workload: None,
-            workload_roots: Vec::new(),
+            followed: None,
+            resolved: HostNames::default(),
         };
         agent.scan_namespaces(w);
         w.set_rule_names(agent.enforcer.rule_names());
@@ -119,28 +175,32 @@ impl PolicyAgent {
         self.enforcer
             .install(w.probe_mut().bpf_mut(), policy, compiled)?;
         self.rules = policy.rules.len();
-        self.by_workload = policy
+        self.followed = policy
             .rules
             .iter()
-            .any(|r| r.constrains_workload())
+            .any(|r| r.exe.is_some() || r.cgroup.is_some() || r.constrains_workload())
             .then(|| policy.clone());
-        self.workload_roots = compiled.workload_roots.clone();
+        if let Some(root) = crate::cgroup::cgroup2_mount() {
+            self.resolved = HostNames::of(policy, &root);
+            self.resolved.workloads = compiled.workload_roots.clone();
+        }
         judge_existing(w, policy);
         Ok(())
     }
 
-    /// Compiles the policy in force again when the cgroups of the units
-    /// and containers it names changed (a unit restarted, a container
-    /// started or stopped): each new cgroup gets its entry.
-    fn follow_workloads(&mut self, w: &mut Watcher) {
-        let Some(policy) = self.by_workload.clone() else {
+    /// Compiles the policy in force again when what its names resolve to
+    /// changed: an `exe` file replaced (a package upgrade), a `cgroup`
+    /// removed and created again (a restarted unit), units and containers
+    /// started or stopped. Until then the previous compilation decides.
+    fn follow_host_names(&mut self, w: &mut Watcher) {
+        let Some(policy) = self.followed.clone() else {
             return;
         };
         let Some(root) = crate::cgroup::cgroup2_mount() else {
             return;
         };
-        let tree = crate::cgroup::hierarchy(&root);
-        if workload_roots(&policy, &tree) == self.workload_roots {
+        let now = HostNames::of(&policy, &root);
+        if now == self.resolved {
             return;
         }
         let result = compile_now(&policy, &root)
@@ -148,13 +208,12 @@ impl PolicyAgent {
             .and_then(|c| self.install(w, &policy, &c).map_err(|e| e.to_string()));
         match result {
             Ok(()) => eprintln!(
-                "sockfilter: the units and containers the policy names now have {} cgroups; policy compiled again",
-                self.workload_roots.len()
+                "sockfilter: files, cgroups, units or containers the policy names changed; policy compiled again"
             ),
             Err(e) => {
                 // Keep the policy in force; say so once per change.
-                self.workload_roots = workload_roots(&policy, &tree);
-                eprintln!("sockfilter: units or containers changed, but the policy could not be compiled again (the previous compilation stays in force): {e}");
+                self.resolved = now;
+                eprintln!("sockfilter: files, cgroups, units or containers the policy names changed, but the policy could not be compiled again (the previous compilation stays in force): {e}");
             }
         }
     }
@@ -255,14 +314,14 @@ impl PolicyAgent {
     }
 
     /// Periodically (about every 200 ms): reload when the file changed,
-    /// follow the cgroups of the units and containers the policy names,
+    /// follow the files, cgroups, units and containers the policy names,
     /// look for new namespaces every second.
     pub fn on_tick(&mut self, w: &mut Watcher) {
         let now = fingerprint(&self.path);
         if now.is_some() && now != self.fingerprint {
             self.reload(w, "file changed");
         }
-        self.follow_workloads(w);
+        self.follow_host_names(w);
         if self.last_scan.elapsed() >= Duration::from_secs(1) {
             self.scan_namespaces(w);
         }
