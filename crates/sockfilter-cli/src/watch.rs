@@ -225,8 +225,9 @@ pub async fn event_loop(
     );
     if not_kept > 0 {
         eprintln!(
-            "sockfilter: {not_kept} sockets older than the watch were beyond the {} whose owner is kept in user space: their closes carried an owner only where the kernel had one",
-            sockfilter::older_sockets::MAX_KEPT
+            "sockfilter: {not_kept} sockets older than the watch were beyond what is kept for their close ({} owners, {} UDP endpoints): their closes may lack an owner or, for UDP, not be reported",
+            sockfilter::older_sockets::MAX_KEPT,
+            sockfilter::older_sockets::MAX_UDP_WRITTEN
         );
     }
     for l in extra_lines {

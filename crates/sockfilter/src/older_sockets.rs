@@ -27,6 +27,11 @@ use std::path::Path;
 /// At most this many snapshot owners are kept in user space.
 pub const MAX_KEPT: usize = 65_536;
 
+/// At most this many UDP sockets of the snapshot get their endpoints
+/// written: half of `udp_endpoints`, an LRU map of 65,536, so that the
+/// endpoints of sockets bound since start are not pushed out.
+pub const MAX_UDP_WRITTEN: usize = 32_768;
+
 /// `BPF_NOEXIST`: never overwrite what a hook already recorded, which is newer.
 const BPF_NOEXIST: u64 = 1;
 
@@ -78,8 +83,16 @@ impl OlderSockets {
             .map_mut("udp_endpoints")
             .and_then(|m| BpfHashMap::<_, u64, SfEndpoints>::try_from(m).ok());
         if let Some(mut udp) = udp {
-            for s in snapshot.iter().filter(|s| s.event.proto == Proto::Udp) {
-                let _ = udp.insert(s.event.socket, endpoints(&s.event), BPF_NOEXIST);
+            for (i, s) in snapshot
+                .iter()
+                .filter(|s| s.event.proto == Proto::Udp)
+                .enumerate()
+            {
+                if i < MAX_UDP_WRITTEN {
+                    let _ = udp.insert(s.event.socket, endpoints(&s.event), BPF_NOEXIST);
+                } else {
+                    me.not_kept += 1;
+                }
             }
         }
         for (s, owner) in owned() {
@@ -117,9 +130,10 @@ impl OlderSockets {
         }
     }
 
-    /// Snapshot sockets whose owner was not kept in user space (beyond
-    /// [`MAX_KEPT`]): a close of one that the kernel cannot attribute
-    /// either is reported without an owner.
+    /// Snapshot sockets beyond what is kept for their close: owners beyond
+    /// [`MAX_KEPT`] (a close the kernel cannot attribute either is reported
+    /// without an owner) and UDP sockets beyond [`MAX_UDP_WRITTEN`] (their
+    /// release is not reported).
     pub fn not_kept(&self) -> u64 {
         self.not_kept
     }
