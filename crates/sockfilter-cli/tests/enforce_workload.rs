@@ -1,4 +1,5 @@
-//! `unit = [...]` and `container = [...]` rules under `sockfilter enforce`:
+//! `unit = [...]` and `container = [...]` rules under `sockfilter enforce`
+//! (and `sockfilter supervise`):
 //! processes in cgroups named as systemd and docker name them (below the
 //! test's cgroup) are decided by the unit and container their cgroup
 //! names, also when the cgroup appears or is re-created after the policy
@@ -129,5 +130,61 @@ container = ["{}", "{}"]
     cg.create_child("system.slice/web.service");
     wait_for(&cg, "system.slice/web.service", "err EPERM");
     assert_eq!(bind_in(&cg, "system.slice/db.service").1, "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `sockfilter supervise --policy POLICY -- python3 (bind)` inside
+/// cgroup `rel` below `cg`; returns the program's answer.
+fn supervised_bind_in(cg: &TestCgroup, rel: &str, policy: &std::path::Path) -> String {
+    let mut cmd = Command::new(sockfilter());
+    cmd.arg("supervise").arg("--policy").arg(policy).args([
+        "--",
+        "python3",
+        "-c",
+        r#"
+import errno, socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("127.0.0.1", 0)); print("ok")
+except OSError as e:
+    print("err " + errno.errorcode.get(e.errno, str(e.errno)))
+"#,
+    ]);
+    cg.enter_child(rel, &mut cmd);
+    let out = cmd.output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn supervise_decides_by_unit_and_container_too() {
+    let cg = TestCgroup::new("supervise-workload");
+    let docker = format!("system.slice/docker-{DENIED}.scope");
+    for rel in [
+        "system.slice/web.service",
+        "system.slice/db.service",
+        &docker,
+    ] {
+        cg.create_child(rel);
+    }
+    let dir = std::env::temp_dir().join(format!("sf-supervise-workload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[rule]]\nname = \"web\"\naction = \"deny\"\non = [\"bind\"]\nunit = [\"web.service\"]\n\
+             [[rule]]\nname = \"ctr\"\naction = \"deny\"\non = [\"bind\"]\ncontainer = [\"{}\"]\n",
+            &DENIED[..16]
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        supervised_bind_in(&cg, "system.slice/web.service", &policy),
+        "err EPERM"
+    );
+    assert_eq!(supervised_bind_in(&cg, &docker, &policy), "err EPERM");
+    assert_eq!(
+        supervised_bind_in(&cg, "system.slice/db.service", &policy),
+        "ok"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
