@@ -1244,8 +1244,19 @@ print("per-call-us", total / (ROUNDS * N) * 1e6)
             .parse()
             .unwrap()
     };
+    // The program as nobody under a root supervisor: performed on a worker
+    // with nobody's credentials (one more thread hand-off).
+    let mut as_nobody = py(script);
+    as_nobody.retain(|a| a != "-u");
+    let sup_nobody = sockfilter(&["--policy", policy.to_str().unwrap()], &as_nobody)
+        .output()
+        .unwrap();
     let p = us(&plain);
-    for (what, o) in [("supervised", &sup), ("supervised+events", &sup_ev)] {
+    for (what, o) in [
+        ("supervised", &sup),
+        ("supervised+events", &sup_ev),
+        ("supervised-as-nobody", &sup_nobody),
+    ] {
         let s = us(o);
         println!(
             "bind: plain {p:.2} us, {what} {s:.2} us, added {:.2} us, ratio {:.1}x",
