@@ -72,6 +72,7 @@ static __always_inline void decide_sock_addr(struct bpf_sock_addr *ctx, const in
 	subject_from_addr(sub, ctx, v6, remote);
 	subject_set_owner(sub, cur);
 	decide(sub, d, count, NULL);
+	d->by = SF_BY_CGROUP;
 }
 
 /* The event for such a call, written by the hook that decided it. */
@@ -214,6 +215,7 @@ int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 	}
 	if (d.verdict != SF_V_DENY)
 		return SK_PASS;
+	d.by = SF_BY_SK_LOOKUP;
 	report_refused(ctx, &sub, &d, l);
 	return SK_DROP;
 }

@@ -52,6 +52,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 			v4_mapped(sub.local_addr, ctx->src_ip4);
 		subject_set_owner(&sub, &cur);
 		decide(&sub, &d, 1, NULL);
+		d.by = SF_BY_CGROUP;
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
 	if (o) {
@@ -172,7 +173,9 @@ int sf_sockops(struct bpf_sock_ops *ctx)
 		else
 			v4_mapped(sub.local_addr, ctx->local_ip4);
 		subject_set_owner(&sub, &cur);
-		decide(&sub, &d, 1, NULL);
+		/* Under BPF LSM, socket_listen has decided and counted already. */
+		decide(&sub, &d, !cfg_lsm, NULL);
+		d.by = SF_BY_DESTROY;
 		/* listen() cannot be failed from here: a denied listener is
 		 * registered as such, and socket lookup (sf_sk_lookup) refuses
 		 * every connection to it until user space destroys it. */

@@ -10,6 +10,10 @@
 /* 1 when a policy is being enforced (set before load). */
 const volatile __u8 cfg_enforce = 0;
 
+/* 1 when enforce decides bind, connect and listen in BPF LSM hooks (lsm.h):
+ * `bpf` is an active LSM on this kernel (set before load). */
+const volatile __u8 cfg_lsm = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -154,6 +158,7 @@ struct sf_decision {
 	__u32 verdict;         /* enum sf_verdict */
 	__u32 rule;            /* rule index + 1; 0 = default */
 	__u32 slot;
+	__u32 by;              /* enum sf_enforced_by, set by the hook that acts on a deny */
 };
 
 static __always_inline __u32 lpm_id(void *map, __u32 slot, __u8 tag, const __u8 *addr, __u32 wild)
@@ -197,6 +202,7 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 	d->verdict = SF_V_NONE;
 	d->rule = 0;
 	d->slot = 0;
+	d->by = SF_BY_NONE;
 	if (!cfg_enforce)
 		return;
 	__u32 *active = bpf_map_lookup_elem(&pol_active, &zero);
@@ -341,6 +347,8 @@ static __always_inline void event_set_decision(struct sf_event *e, const struct 
 	e->verdict = d->verdict;
 	e->rule = d->rule;
 	e->policy_slot = d->slot;
+	if (d->verdict == SF_V_DENY)
+		e->enforced_by = d->by;
 }
 
 static __always_inline void subject_set_owner(struct sf_subject *s, const struct sf_proc *o)

@@ -38,6 +38,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "socket.h"
 #include "lifecycle.h"
 #include "enforce.h"
+#include "lsm.h"
 
 /* Keep the ABI types in the object's BTF for the layout test. */
 struct sf_event _sf_event_btf __attribute__((unused));

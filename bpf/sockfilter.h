@@ -57,7 +57,8 @@ struct sf_event {
 	__u32 exe_len;         /* bytes used in exe (no NUL); 0 = unknown */
 	__u8 verdict;          /* enum sf_verdict */
 	__u8 policy_slot;      /* which loaded policy decided (enforce) */
-	__u16 _pad;
+	__u8 enforced_by;      /* a deny: enum sf_enforced_by */
+	__u8 _pad;
 	__u32 rule;            /* index of the deciding rule + 1; 0 = the default */
 	__u32 suppressed;      /* refused accept: peers refused and not reported before this one */
 	char exe[SF_EXE_LEN];
@@ -107,6 +108,15 @@ struct sf_exe {
 };
 
 /* What was decided. SF_V_NONE: no policy is loaded (watch). */
+/* Which mechanism carried out a deny. */
+enum sf_enforced_by {
+	SF_BY_NONE = 0,
+	SF_BY_CGROUP = 1,      /* cgroup bind/connect/sendmsg/post_bind hook: EPERM */
+	SF_BY_SK_LOOKUP = 2,   /* socket lookup refused the connection */
+	SF_BY_DESTROY = 3,     /* refused in socket lookup, then destroyed */
+	SF_BY_LSM = 4,         /* BPF LSM: the system call itself failed with EPERM */
+};
+
 enum sf_verdict {
 	SF_V_NONE = 0,
 	SF_V_ALLOW = 1,

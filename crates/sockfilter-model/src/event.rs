@@ -201,6 +201,11 @@ pub struct Details {
     /// the same listener were refused, and not reported because of the rate
     /// limit, since the previous reported one.
     pub suppressed: Option<u32>,
+    /// A deny under enforce: which mechanism carried it out: `"lsm"` (the
+    /// system call failed, BPF LSM), `"cgroup"` (the call failed, cgroup
+    /// hook), `"sk_lookup"` (the connection was refused), `"destroy"` (the
+    /// socket was refused in socket lookup and closed).
+    pub enforced_by: Option<&'static str>,
 }
 
 /// One step of one socket's life.
@@ -300,6 +305,9 @@ impl Event {
             m.insert("netns".into(), netns.into());
         }
         let d = &self.details;
+        if let Some(by) = d.enforced_by {
+            m.insert("enforced_by".into(), by.into());
+        }
         match self.kind {
             EventKind::Listen => {
                 m.insert("backlog".into(), opt(d.backlog));
@@ -418,6 +426,9 @@ impl Event {
         }
         if self.kind == EventKind::Close {
             push_opt_num(out, "duration_ns", d.duration_ns);
+        }
+        if let Some(by) = d.enforced_by {
+            push_opt_str(out, "enforced_by", Some(by));
         }
         push_opt_str(out, "event", Some(self.kind.as_str()));
         push_opt_str(out, "exe", owner.and_then(|o| o.exe.as_deref()));
@@ -551,6 +562,7 @@ mod tests {
                     bytes_received: None,
                     duration_ns: Some(8),
                     suppressed: Some(9),
+                    enforced_by: Some("lsm"),
                 };
                 let mut s = String::new();
                 e.write_json(&mut s);

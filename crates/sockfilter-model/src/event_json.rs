@@ -116,6 +116,13 @@ impl Event {
                 bytes_received: opt_u64(v, "bytes_received")?,
                 duration_ns: opt_u64(v, "duration_ns")?,
                 suppressed: opt_u64(v, "suppressed")?.map(|n| n as u32),
+                enforced_by: match v.get("enforced_by").and_then(Value::as_str) {
+                    Some("lsm") => Some("lsm"),
+                    Some("cgroup") => Some("cgroup"),
+                    Some("sk_lookup") => Some("sk_lookup"),
+                    Some("destroy") => Some("destroy"),
+                    _ => None,
+                },
             },
         })
     }

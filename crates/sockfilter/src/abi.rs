@@ -46,6 +46,29 @@ pub mod verdict {
     pub const AUDIT: u8 = 3;
 }
 
+/// `enum sf_enforced_by`: which mechanism carried out a deny.
+pub mod enforced_by {
+    /// cgroup bind/connect/sendmsg/post_bind hook: the call failed with EPERM.
+    pub const CGROUP: u8 = 1;
+    /// Socket lookup refused the connection.
+    pub const SK_LOOKUP: u8 = 2;
+    /// Refused in socket lookup, then destroyed.
+    pub const DESTROY: u8 = 3;
+    /// BPF LSM: the system call itself failed with EPERM.
+    pub const LSM: u8 = 4;
+
+    /// The name events carry (`enforced_by`), or None.
+    pub fn name(code: u8) -> Option<&'static str> {
+        match code {
+            CGROUP => Some("cgroup"),
+            SK_LOOKUP => Some("sk_lookup"),
+            DESTROY => Some("destroy"),
+            LSM => Some("lsm"),
+            _ => None,
+        }
+    }
+}
+
 /// Index of the lost-events counter in the `counters` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
 /// Index of the counter of refused-peer events held back by the rate limit.
@@ -115,8 +138,10 @@ pub struct SfEvent {
     pub verdict: u8,
     /// Which loaded policy decided (enforce).
     pub policy_slot: u8,
+    /// A deny: which mechanism carried it out (one of [`enforced_by`]).
+    pub enforced_by: u8,
     /// Padding.
-    pub _pad: u16,
+    pub _pad: u8,
     /// Index of the deciding rule + 1; 0 = the policy's default.
     pub rule: u32,
     /// A refused accept (cookie 0): refused peers of the same listener not

@@ -106,6 +106,8 @@ impl Decoder {
             },
             _ => Details::default(),
         };
+        let mut details = details;
+        details.enforced_by = crate::abi::enforced_by::name(raw.enforced_by);
         Event {
             kind: event_kind,
             time: self.wall_time(raw.ts_ns),

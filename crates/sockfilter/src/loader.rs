@@ -7,7 +7,7 @@
 use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, SkLookup, SockOps, TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, SkLookup, SockOps, TracePoint,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::fs::File;
@@ -101,6 +101,11 @@ enum HookKind {
     Cgroup,
     /// cgroup sock_addr hooks: enforcement only.
     SockAddr,
+    /// cgroup sock_addr hooks that BPF LSM hooks replace where `bpf` is an
+    /// active LSM: enforcement only.
+    SockAddrUnlessLsm,
+    /// BPF LSM hooks: enforcement only, where `bpf` is an active LSM.
+    Lsm(&'static str),
     SockOps,
     TpBtf(&'static str),
     TracePoint(&'static str, &'static str),
@@ -169,23 +174,38 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         program: "sf_bind4",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrUnlessLsm,
         what: "cgroup/bind4",
     },
     Hook {
         program: "sf_bind6",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrUnlessLsm,
         what: "cgroup/bind6",
     },
     Hook {
         program: "sf_connect4",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrUnlessLsm,
         what: "cgroup/connect4",
     },
     Hook {
         program: "sf_connect6",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrUnlessLsm,
         what: "cgroup/connect6",
+    },
+    Hook {
+        program: "sf_lsm_bind",
+        kind: HookKind::Lsm("socket_bind"),
+        what: "lsm/socket_bind",
+    },
+    Hook {
+        program: "sf_lsm_connect",
+        kind: HookKind::Lsm("socket_connect"),
+        what: "lsm/socket_connect",
+    },
+    Hook {
+        program: "sf_lsm_listen",
+        kind: HookKind::Lsm("socket_listen"),
+        what: "lsm/socket_listen",
     },
     Hook {
         program: "sf_sendmsg4",
@@ -223,11 +243,15 @@ impl Probe {
             && crate::features::probe(crate::features::Feature::SkLookupNetns).available()
                 == Some(true))
         .into();
+        let lsm = opts.enforce
+            && crate::features::probe(crate::features::Feature::BpfLsm).available() == Some(true);
+        let cfg_lsm: u8 = lsm.into();
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("cfg_filter_cgroup", &filter, true)
             .override_global("cfg_enforce", &enforce, true)
             .override_global("cfg_lookup_netns", &lookup_netns, true)
+            .override_global("cfg_lsm", &cfg_lsm, true)
             .load(OBJECT)
             .map_err(|e| LoadError::Object(error_chain(&e)))?;
 
@@ -242,7 +266,13 @@ impl Probe {
 
         let mut attached = Vec::new();
         for hook in HOOKS {
-            if matches!(hook.kind, HookKind::SockAddr) && !opts.enforce {
+            let wanted = match hook.kind {
+                HookKind::SockAddr => opts.enforce,
+                HookKind::SockAddrUnlessLsm => opts.enforce && !lsm,
+                HookKind::Lsm(_) => lsm,
+                _ => true,
+            };
+            if !wanted {
                 continue;
             }
             attach_one(&mut bpf, hook, &btf, &cgroup).map_err(|reason| LoadError::Program {
@@ -364,7 +394,12 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<(
             p.attach(cgroup, CgroupAttachMode::Single)
                 .map_err(|e| error_chain(&e))?;
         }
-        HookKind::SockAddr => {
+        HookKind::Lsm(name) => {
+            let p: &mut Lsm = prog.try_into().map_err(|e| error_chain(&e))?;
+            p.load(name, btf).map_err(|e| error_chain(&e))?;
+            p.attach().map_err(|e| error_chain(&e))?;
+        }
+        HookKind::SockAddr | HookKind::SockAddrUnlessLsm => {
             let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| error_chain(&e))?;
             p.load().map_err(|e| error_chain(&e))?;
             p.attach(cgroup, CgroupAttachMode::Single)
