@@ -10,6 +10,7 @@
 
 use super::credentials::Creds;
 use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ struct State {
 pub(super) struct Workers {
     state: Mutex<State>,
     wake: Condvar,
+    /// Asks the spawner thread for a worker with these credentials.
+    spawn: Mutex<Option<Sender<Arc<Creds>>>>,
 }
 
 impl Workers {
@@ -67,15 +70,44 @@ impl Workers {
             let e = st.workers.entry(creds.clone()).or_insert((0, 0));
             e.0 += 1;
             st.total += 1;
-            let pool = self.clone();
-            let c = creds.clone();
-            let spawned = std::thread::Builder::new()
-                .name("sockfilter-worker".into())
-                .spawn(move || pool.work(c));
-            if spawned.is_err() {
+            if !self.request_worker(creds.clone()) {
                 self.left(st, creds);
             }
         }
+    }
+
+    /// Has the spawner thread start a worker for `creds`. Workers are never
+    /// started by a worker: a thread starts with its creator's credentials,
+    /// and a worker's are a caller's, from which it could not take others.
+    /// The spawner is started by the first `submit`, on the notification
+    /// loop, with the supervisor's credentials.
+    fn request_worker(self: &Arc<Self>, creds: Arc<Creds>) -> bool {
+        let mut spawn = self.spawn.lock().unwrap_or_else(|e| e.into_inner());
+        if spawn.is_none() {
+            let (tx, rx) = channel::<Arc<Creds>>();
+            let pool = Arc::downgrade(self);
+            let started = std::thread::Builder::new()
+                .name("sockfilter-spawn".into())
+                .spawn(move || {
+                    while let Ok(c) = rx.recv() {
+                        let Some(pool) = pool.upgrade() else { return };
+                        let p = pool.clone();
+                        let cc = c.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("sockfilter-worker".into())
+                            .spawn(move || p.work(cc));
+                        if spawned.is_err() {
+                            let mut st = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+                            pool.left(&mut st, &c);
+                        }
+                    }
+                });
+            if started.is_err() {
+                return false;
+            }
+            *spawn = Some(tx);
+        }
+        spawn.as_ref().is_some_and(|tx| tx.send(creds).is_ok())
     }
 
     /// Bookkeeping for a worker that ended (or never started).
