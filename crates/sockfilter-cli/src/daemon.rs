@@ -29,10 +29,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints `FILE: ok (...)` and exits 0, or `FILE:LINE:COLUMN: message` on
-/// stderr and exits 1.
+/// stderr (about the config, or the policy it names) and exits 1.
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     match Config::load(&args.config) {
         Ok(c) => {
+            // The policy it names must be enforceable too.
+            if let Some(policy) = &c.policy {
+                if let Err(lines) = sockfilter::enforce::agent::load_enforceable(policy) {
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            }
             let outputs: Vec<&str> = c.outputs.iter().map(|o| o.kind()).collect();
             println!(
                 "{}: ok (history: {}, metrics: {}, outputs: {})",

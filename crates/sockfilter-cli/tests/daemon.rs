@@ -64,6 +64,18 @@ fn config_errors_name_file_line_and_column() {
     let out = sockfilter(&["check-config", good.to_str().unwrap()]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    // The policy a config names is checked too.
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "[[rule]]\nname = \"x\"\naction = \"maybe\"\n").unwrap();
+    let with_policy = dir.join("with-policy.toml");
+    std::fs::write(&with_policy, format!("policy = \"{}\"\n", policy.display())).unwrap();
+    let out = sockfilter(&["check-config", with_policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:3:10:", policy.display())),
+        "{err}"
+    );
     let out = sockfilter(&["check-config", "/nonexistent/sockfilter.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
@@ -197,12 +209,25 @@ fn prometheus_scrapes_the_listen_counter() {
         &dir.join("prometheus.log"),
         prom_port,
     );
+    let gauge = |labels: &str| -> Option<f64> {
+        let (_, body) = http_get(metrics_port, "/metrics").ok()?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(&format!("sockfilter_listeners{{{labels}}} "))?
+                .parse()
+                .ok()
+        })
+    };
+    assert_eq!(gauge("proto=\"tcp\",family=\"ipv4\""), Some(0.0));
     let (mut l, _, _) = listener(&cg);
+    for labels in [
+        "proto=\"tcp\",family=\"ipv4\"",
+        "proto=\"udp\",family=\"ipv4\"",
+    ] {
+        wait_for(&format!("sockfilter_listeners{{{labels}}} 1"), || {
+            (gauge(labels) == Some(1.0)).then_some(())
+        });
+    }
     let (_, own) = http_get(metrics_port, "/metrics").unwrap();
-    assert!(
-        own.contains("sockfilter_listeners{proto=\"tcp\",family=\"ipv4\"}"),
-        "{own}"
-    );
     assert!(own.contains("process_resident_memory_bytes"), "{own}");
     let value = wait_for(
         "Prometheus to report sockfilter_events_total{event=\"listen\"} > 0",
@@ -221,6 +246,9 @@ fn prometheus_scrapes_the_listen_counter() {
     assert!(value >= 1.0);
     let _ = l.kill();
     let _ = l.wait();
+    wait_for("the listener gauge back to 0 after the close", || {
+        (gauge("proto=\"tcp\",family=\"ipv4\"") == Some(0.0)).then_some(())
+    });
     assert!(d.stop().success());
 }
 

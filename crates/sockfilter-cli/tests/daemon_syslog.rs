@@ -1,6 +1,7 @@
 //! The syslog output against a real rsyslog (Debian's rsyslogd, started on
-//! loopback ports in a temporary directory): RFC 5424 over UDP and over
-//! TCP, with the JSON event intact as MSG.
+//! loopback ports in a temporary directory): RFC 5424 over UDP, over TCP
+//! and to a local datagram socket (as /dev/log), with the JSON event intact
+//! as MSG.
 
 mod service;
 
@@ -14,6 +15,8 @@ fn rsyslog_receives_rfc5424_lines_with_the_json_intact() {
     let dir = TempDir::new("daemon-syslog");
     let (udp, tcp) = (free_port(), free_port());
     let received = dir.join("received.log");
+    // Where /dev/log would be: a datagram socket of rsyslog's own.
+    let unix = dir.join("log");
     // Each field of the RFC 5424 header rsyslog parsed, then MSG as received.
     std::fs::write(
         dir.join("rsyslog.conf"),
@@ -21,13 +24,16 @@ fn rsyslog_receives_rfc5424_lines_with_the_json_intact() {
             r#"global(workDirectory="{dir}")
 module(load="imudp")
 module(load="imtcp")
+module(load="imuxsock" SysSock.Use="off")
 template(name="fields" type="string" string="%inputname% %protocol-version% %hostname% %app-name% %procid% %msgid% %structured-data% %msg%\n")
 ruleset(name="events") {{ action(type="omfile" file="{received}" template="fields") }}
 input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="events")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="events")
+input(type="imuxsock" socket="{unix}" useSpecialParser="off" parseHostname="on" ruleset="events")
 "#,
             dir = dir.0.display(),
-            received = received.display()
+            received = received.display(),
+            unix = unix.display()
         ),
     )
     .unwrap();
@@ -42,14 +48,16 @@ input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="events")
         &dir.join("rsyslogd.log"),
         tcp,
     );
+    wait_for("rsyslogd's unix socket", || unix.exists().then_some(()));
     let events = dir.join("events.jsonl");
     let d = Daemon::start(
         &dir,
         "d",
         &format!(
-            "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n[[output]]\nkind = \"syslog\"\naddress = \"udp:127.0.0.1:{udp}\"\n[[output]]\nkind = \"syslog\"\naddress = \"tcp:127.0.0.1:{tcp}\"\n",
+            "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n[[output]]\nkind = \"syslog\"\naddress = \"udp:127.0.0.1:{udp}\"\n[[output]]\nkind = \"syslog\"\naddress = \"tcp:127.0.0.1:{tcp}\"\n[[output]]\nkind = \"syslog\"\naddress = \"unix:{}\"\n",
             base_config("syslog-01", &cg),
-            events.display()
+            events.display(),
+            unix.display()
         ),
     );
     // A command name with a quote, a backslash and a tab: JSON escapes that
@@ -78,7 +86,7 @@ input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="events")
     });
     assert_eq!(reference["comm"], "q\"u\\o\tte");
     let pid = d.pid().to_string();
-    for input in ["imudp", "imtcp"] {
+    for input in ["imudp", "imtcp", "imuxsock"] {
         let msg = wait_for(
             &format!("rsyslog to receive the listen over {input}"),
             || {

@@ -90,14 +90,26 @@ impl Opened {
             }
             (Some(m), _) => Some(bind_metrics(m, metrics).await?),
         };
-        // Outputs last: the NATS output starts publishing at once.
-        if let Some(p) = previous {
-            p.flush_outputs(metrics);
-            // A file output reopened below appends after what the old one wrote.
-            p.outputs.clear();
-        }
-        let outputs =
-            crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?;
+        // Outputs last: the NATS output starts publishing at once. Unchanged
+        // outputs (same tables, same host, same state directory) are kept
+        // open, so a reload neither reopens files nor restarts the NATS queue.
+        let unchanged = previous.as_deref().is_some_and(|p| {
+            p.config.outputs == config.outputs
+                // (after a failed reload they may be closed already)
+                && p.outputs.len() == config.outputs.len()
+                && p.host == host
+                && state_dir(&p.config) == state_dir(&config)
+        });
+        let outputs = match previous {
+            Some(p) if unchanged => std::mem::take(&mut p.outputs),
+            Some(p) => {
+                p.flush_outputs(metrics);
+                // A file output reopened below appends after what the old one wrote.
+                p.outputs.clear();
+                crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?
+            }
+            None => crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?,
+        };
         Ok(Opened {
             config,
             host,
@@ -197,6 +209,16 @@ impl Daemon {
         );
         self.listeners
             .resync(sockfilter::watch::existing_events(self.subtree.as_deref()));
+        let mut lost = sockfilter_model::event::lost_json(n);
+        lost["host"] = self.opened.host.clone().into();
+        let lost = lost.to_string();
+        for i in 0..self.opened.outputs.len() {
+            let (name, out) = &mut self.opened.outputs[i];
+            if let Err(msg) = out.send_lost(&lost) {
+                let name = name.clone();
+                self.output_error(&name, &msg);
+            }
+        }
     }
 
     fn on_tick(&mut self, w: &mut Watcher) {

@@ -272,14 +272,8 @@ pub struct Query {
     pub comm: Option<String>,
 }
 
-/// Reads the events matching `q`, oldest first, as their stored JSON
-/// (the contract with `host`), calling `each` for every one.
-pub fn query(db_path: &Path, q: &Query, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
-    let db = Connection::open_with_flags(
-        db_path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening the history database {}", db_path.display()))?;
+/// The SELECT for `q` and its arguments.
+fn select(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     // `?N` placeholders, numbered as the arguments are pushed.
@@ -322,6 +316,18 @@ pub fn query(db_path: &Path, q: &Query, mut each: impl FnMut(&str)) -> anyhow::R
             format!(" WHERE {}", clauses.join(" AND "))
         }
     );
+    (sql, args)
+}
+
+/// Reads the events matching `q`, oldest first, as their stored JSON
+/// (the contract with `host`), calling `each` for every one.
+pub fn query(db_path: &Path, q: &Query, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
+    let db = Connection::open_with_flags(
+        db_path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening the history database {}", db_path.display()))?;
+    let (sql, args) = select(q);
     let mut stmt = db
         .prepare(&sql)
         .with_context(|| format!("{}: not a sockfilter history database", db_path.display()))?;
@@ -351,6 +357,49 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite's plan for a query, one line per step.
+    fn plan(q: &Query) -> String {
+        let db = Connection::open_in_memory().unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        let (sql, args) = select(q);
+        let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn port_exe_and_pid_queries_use_indexes_not_a_scan() {
+        let port = plan(&Query {
+            port: Some(8080),
+            since: Some(SystemTime::now()),
+            ..Default::default()
+        });
+        assert!(
+            port.contains("events_local_port") && port.contains("events_remote_port"),
+            "{port}"
+        );
+        let exe = plan(&Query {
+            exe: Some("/usr/sbin/sshd".into()),
+            ..Default::default()
+        });
+        assert!(exe.contains("USING INDEX events_exe"), "{exe}");
+        let pid = plan(&Query {
+            pid: Some(1),
+            ..Default::default()
+        });
+        assert!(pid.contains("USING INDEX events_pid"), "{pid}");
+        let since = plan(&Query {
+            since: Some(SystemTime::now()),
+            ..Default::default()
+        });
+        assert!(since.contains("USING INDEX events_time"), "{since}");
+        for p in [port, exe, pid, since] {
+            assert!(!p.contains("SCAN events"), "{p}");
+        }
+    }
 
     #[test]
     fn times_are_rfc3339_or_durations_back() {

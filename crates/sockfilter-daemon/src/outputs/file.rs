@@ -69,10 +69,8 @@ impl FileOutput {
         self.size = 0;
         Ok(())
     }
-}
 
-impl super::Output for FileOutput {
-    fn send(&mut self, _event: &Event, json: &str) -> Result<(), String> {
+    fn write_line(&mut self, json: &str) -> Result<(), String> {
         let line_len = json.len() as u64 + 1;
         if self.size > 0 && self.size + line_len > self.rotate_bytes {
             self.rotate()
@@ -84,6 +82,16 @@ impl super::Output for FileOutput {
             .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
         self.size += line_len;
         Ok(())
+    }
+}
+
+impl super::Output for FileOutput {
+    fn send(&mut self, _event: &Event, json: &str) -> Result<(), String> {
+        self.write_line(json)
+    }
+
+    fn send_lost(&mut self, json: &str) -> Result<(), String> {
+        self.write_line(json)
     }
 
     fn flush(&mut self) -> Result<(), String> {

@@ -16,6 +16,13 @@ pub trait Output: Send {
     /// Takes one event; `json` is its contract JSON with `host`. An error is
     /// counted (`sockfilter_output_errors_total`) and reported by the caller.
     fn send(&mut self, event: &Event, json: &str) -> Result<(), String>;
+    /// Reports that the kernel dropped events: `json` is the contract's
+    /// `{"event":"lost","count":N}` with `host`. Only outputs that carry the
+    /// `--json` stream as it is (the file) write it; the others have the
+    /// count in `sockfilter_events_lost_total`.
+    fn send_lost(&mut self, _json: &str) -> Result<(), String> {
+        Ok(())
+    }
     /// Pushes buffered events out; called when no event is waiting.
     fn flush(&mut self) -> Result<(), String>;
     /// Events accepted and not yet delivered.
