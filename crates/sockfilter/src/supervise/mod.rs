@@ -14,8 +14,21 @@
 //! (the socket address, the payload) exactly once, decides on that copy and
 //! performs the call itself on the duplicate with the same copy, so a thread
 //! of the program that rewrites the address after the decision changes
-//! nothing. Calls on other sockets (AF_UNIX, netlink, ...) carry no decision
-//! and continue in the kernel (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
+//! nothing. The call itself runs on a thread with the caller's credentials
+//! (`credentials`, `workers`), so the program borrows none of the
+//! supervisor's. Calls on other sockets (AF_UNIX, netlink, ...) carry no
+//! decision and continue in the kernel (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`);
+//! a Landlock domain (`landlock`) refuses the TCP bind or connect that a
+//! `dup2()` race could make of such a call. The guarantees and their limits
+//! are in `docs/security.md`.
+//!
+//! Files: `filter` (the seccomp filter), `child` and `landlock` (installed
+//! between fork and exec), `supervisor` and `request` (the public API),
+//! `notify` (the notification loop), `call` (one held call), `caller` (who
+//! it is), `credentials` and `workers` (performing calls with the caller's
+//! credentials), `waiter` (blocked accepts), `socket` and `sockaddr`, and one
+//! emulation per system call family: `bind_listen`, `connect_send` (with
+//! `message`), `accept`.
 //!
 //! ```no_run
 //! use sockfilter::supervise::{Operation, Supervisor, Verdict};

@@ -65,9 +65,10 @@ impl fmt::Debug for Supervisor {
 impl Supervisor {
     /// A supervisor that decides every held call with `decide`.
     ///
-    /// `decide` runs on the supervisor's threads, possibly on several at
-    /// once (blocking `accept` and `connect` are served by worker threads);
-    /// while it runs, the calling thread of the program waits.
+    /// `decide` runs on the supervisor's threads, with its credentials,
+    /// possibly on two at once (the notification loop, and the thread that
+    /// waits for blocked `accept`s); while it runs, the calling thread of
+    /// the program waits.
     pub fn new(decide: impl Fn(&Request) -> Verdict + Send + Sync + 'static) -> Self {
         Supervisor {
             decide: Box::new(decide),
