@@ -861,6 +861,20 @@ fn dup2_race_against_a_continued_fast_open_connects_nothing() {
 }
 
 fn dup2_race(mode: &str) {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    // only returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    assert!(
+        abi >= 4,
+        "kernel feature missing: Landlock network rules (ABI 4, Linux 6.7, landlock in lsm=); got {abi}"
+    );
     let dir = TempDir::new("dup2race");
     let denied = TcpListener::bind("127.0.0.1:0").unwrap();
     let pd = denied.local_addr().unwrap().port();
