@@ -14,6 +14,7 @@ mod history;
 mod listeners;
 mod supervise;
 mod text;
+mod unload;
 mod watch;
 
 #[derive(Parser)]
@@ -35,6 +36,8 @@ enum Command {
     Enforce(enforce::Args),
     /// Validate a policy file.
     Check(check::Args),
+    /// Remove the enforcement a crashed `enforce` left pinned in /sys/fs/bpf/sockfilter.
+    Unload(unload::Args),
     /// Run a program with its socket calls held until sockfilter decides.
     Supervise(supervise::Args),
     /// List TCP listeners and bound, unconnected UDP sockets with their processes.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Enforce(args) => enforce::run(args),
         Command::Check(args) => check::run(args),
+        Command::Unload(args) => unload::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Listeners(args) => listeners::run(args),
         Command::Flows(args) => flows::run(args),

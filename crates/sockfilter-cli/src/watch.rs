@@ -75,15 +75,17 @@ impl Output {
         if let Some(line) = sockfilter::features::degraded_line(command) {
             eprintln!("sockfilter: {line}");
         }
-        Ok(Watcher::start_with(
-            WatchOptions {
-                cgroup: self.cgroup.clone(),
-                // enforce reports existing sockets once its policy has
-                // judged them (enforce::judge_existing).
-                existing: !self.no_existing && !enforce,
-            },
-            enforce,
-        )?)
+        let opts = WatchOptions {
+            cgroup: self.cgroup.clone(),
+            // enforce reports existing sockets once its policy has judged
+            // them (PolicyAgent::install).
+            existing: !self.no_existing && !enforce,
+        };
+        Ok(if enforce {
+            Watcher::start_persistent(opts)?
+        } else {
+            Watcher::start_with(opts, false)?
+        })
     }
 
     /// "every process (cgroup /sys/fs/cgroup)" or "processes in cgroup X".
@@ -209,6 +211,8 @@ pub async fn event_loop(
     let malformed = watcher.malformed_total();
     let not_kept = watcher.older_not_kept();
     let extra_lines = extra.summary(&watcher);
+    // A clean stop ends enforcement: nothing pinned stays behind.
+    watcher.release_pins();
     drop(watcher); // detaches every program before we say we stopped
     let summary: Vec<String> = EventKind::ALL
         .iter()

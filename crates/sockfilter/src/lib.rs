@@ -18,6 +18,7 @@ pub mod features;
 pub mod filter;
 pub mod loader;
 pub mod older_sockets;
+pub mod pinned;
 pub mod procfs;
 pub mod session;
 pub mod supervise;

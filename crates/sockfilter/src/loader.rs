@@ -5,7 +5,9 @@
 //! or a signal handled by the caller leaves nothing behind.
 
 use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN};
+use crate::pinned::{PinnedScope, State as PinnedState};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::FdLink;
 use aya::programs::{
     BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, SkLookup, SockOps, TracePoint,
 };
@@ -60,6 +62,9 @@ pub enum LoadError {
     /// The object could not be loaded (maps).
     #[error("loading sockfilter's BPF maps failed: {0}")]
     Object(String),
+    /// Pinning in bpffs, or adopting what is pinned, failed.
+    #[error("persistent enforcement (bpffs, {dir}): {0}", dir = crate::pinned::ROOT)]
+    Pinned(String),
     /// One program was refused or could not attach.
     #[error("the kernel refused BPF program {program} ({hook}): {reason}")]
     Program {
@@ -82,6 +87,10 @@ pub struct ProbeOptions {
     /// lookup for [`Probe::attach_sk_lookup`]); decisions come from the
     /// policy maps, which [`crate::enforce::Enforcer`] fills.
     pub enforce: bool,
+    /// Pin programs, links and maps in bpffs so that enforcement outlives
+    /// this process, and adopt what a dead enforcer of the same scope left
+    /// pinned ([`crate::pinned`]). Enforce only.
+    pub persist: bool,
 }
 
 /// The loaded, attached BPF programs and their maps.
@@ -89,6 +98,14 @@ pub struct Probe {
     bpf: Ebpf,
     cgroup_path: PathBuf,
     attached: Vec<&'static str>,
+    /// Links of this process (not pinned), held so that they are detached
+    /// when the probe drops.
+    _links: Vec<FdLink>,
+    /// The bpffs state this probe keeps enforcement in, when persistent.
+    pins: Option<PinnedScope>,
+    /// Adopted: the pinned socket-lookup program, and the namespaces it is
+    /// attached to already.
+    adopted: Option<(SkLookup, Vec<u64>)>,
 }
 
 struct Hook {
@@ -237,21 +254,45 @@ impl Probe {
         })?;
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
-        let filter: u8 = opts.cgroup.is_some().into();
-        let enforce: u8 = opts.enforce.into();
-        let lookup_netns: u8 = (opts.enforce
-            && crate::features::probe(crate::features::Feature::SkLookupNetns).available()
-                == Some(true))
-        .into();
-        let lsm = opts.enforce
-            && crate::features::probe(crate::features::Feature::BpfLsm).available() == Some(true);
-        let cfg_lsm: u8 = lsm.into();
-        let mut bpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .override_global("cfg_filter_cgroup", &filter, true)
-            .override_global("cfg_enforce", &enforce, true)
-            .override_global("cfg_lookup_netns", &lookup_netns, true)
-            .override_global("cfg_lsm", &cfg_lsm, true)
+        let globals = Globals::of(opts);
+        let pins = if opts.persist {
+            Some(open_pins(opts.cgroup.as_deref())?)
+        } else {
+            None
+        };
+        if let Some(scope) = pins {
+            match scope.state(&crate::pinned::object_hash(OBJECT)) {
+                PinnedState::Complete => return Probe::adopt(scope, cgroup_path, &btf, &globals),
+                PinnedState::Foreign(hash) => {
+                    return Err(LoadError::Pinned(format!(
+                        "{} holds the enforcement of another sockfilter build (BPF object {hash}), which stays in force; run `sockfilter unload` to remove it, then start enforce again",
+                        scope.dir().display()
+                    )))
+                }
+                PinnedState::Partial => {
+                    scope.clear();
+                    return Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, Some(scope));
+                }
+                PinnedState::Empty => {
+                    return Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, Some(scope))
+                }
+            }
+        }
+        Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, None)
+    }
+
+    /// Loads and attaches everything anew; pins it in `pins` when given.
+    fn attach_fresh(
+        opts: &ProbeOptions,
+        cgroup_path: PathBuf,
+        cgroup: File,
+        btf: &Btf,
+        globals: &Globals,
+        pins: Option<PinnedScope>,
+    ) -> Result<Probe, LoadError> {
+        let mut loader = EbpfLoader::new();
+        globals.configure(loader.btf(Some(btf)));
+        let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| LoadError::Object(error_chain(&e)))?;
 
@@ -265,21 +306,24 @@ impl Probe {
         }
 
         let mut attached = Vec::new();
+        let mut links = Vec::new();
         for hook in HOOKS {
             let wanted = match hook.kind {
                 HookKind::SockAddr => opts.enforce,
-                HookKind::SockAddrUnlessLsm => opts.enforce && !lsm,
-                HookKind::Lsm(_) => lsm,
+                HookKind::SockAddrUnlessLsm => opts.enforce && !globals.lsm,
+                HookKind::Lsm(_) => globals.lsm,
                 _ => true,
             };
             if !wanted {
                 continue;
             }
-            attach_one(&mut bpf, hook, &btf, &cgroup).map_err(|reason| LoadError::Program {
-                program: hook.program,
-                hook: hook.what,
-                reason,
-            })?;
+            let link =
+                attach_one(&mut bpf, hook, btf, &cgroup).map_err(|reason| LoadError::Program {
+                    program: hook.program,
+                    hook: hook.what,
+                    reason,
+                })?;
+            links.push(link);
             attached.push(hook.program);
             if hook.program == "sf_fork" {
                 // exec and fork tracking is live: record the processes that
@@ -298,26 +342,103 @@ impl Probe {
                 reason: error_chain(&e),
             })?;
         }
+        if let Some(scope) = &pins {
+            pin_all(scope, &mut bpf, &attached, &mut links)?;
+        }
         Ok(Probe {
             bpf,
             cgroup_path,
             attached,
+            _links: links,
+            pins,
+            adopted: None,
         })
+    }
+
+    /// Takes over what a dead enforcer of this scope pinned: its maps (the
+    /// policy in force, the process records, the event ring) are opened
+    /// from bpffs, and its programs keep running through their pinned
+    /// links; nothing is attached twice.
+    fn adopt(
+        scope: PinnedScope,
+        cgroup_path: PathBuf,
+        btf: &Btf,
+        globals: &Globals,
+    ) -> Result<Probe, LoadError> {
+        let names = scope.names("maps");
+        let mut loader = EbpfLoader::new();
+        globals.configure(loader.btf(Some(btf)));
+        for name in &names {
+            loader.map_pin_path(name.as_str(), scope.map_path(name));
+        }
+        let bpf = loader
+            .load(OBJECT)
+            .map_err(|e| LoadError::Object(error_chain(&e)))?;
+        let sk_lookup = SkLookup::from_pin(scope.program_path("sf_sk_lookup"))
+            .map_err(|e| LoadError::Pinned(format!("program sf_sk_lookup: {}", error_chain(&e))))?;
+        let attached = HOOKS
+            .iter()
+            .map(|h| h.program)
+            .filter(|p| scope.program_path(p).exists())
+            .collect();
+        let namespaces = scope.sk_lookup_namespaces();
+        Ok(Probe {
+            bpf,
+            cgroup_path,
+            attached,
+            _links: Vec::new(),
+            pins: Some(scope),
+            adopted: Some((sk_lookup, namespaces)),
+        })
+    }
+
+    /// Whether this probe took over what a dead enforcer pinned (its policy
+    /// is in force until the next install).
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.is_some()
+    }
+
+    /// Network namespaces that socket lookup is attached to already (by the
+    /// enforcer whose pins were adopted).
+    pub fn sk_lookup_namespaces(&self) -> &[u64] {
+        self.adopted.as_ref().map_or(&[], |(_, ns)| ns.as_slice())
+    }
+
+    /// Ends persistent enforcement: removes every pin (links are detached)
+    /// so that nothing stays behind once this process exits. What a clean
+    /// stop (SIGINT, SIGTERM) does; a crash skips it, and the kernel keeps
+    /// enforcing. No-op without pins.
+    pub fn release_pins(&mut self) {
+        if let Some(scope) = self.pins.take() {
+            scope.release();
+        }
     }
 
     /// Attaches the socket-lookup program to one network namespace (given
     /// by an open `/proc/PID/ns/net` or `/run/netns/NAME`). Enforce only.
     pub fn attach_sk_lookup(&mut self, netns: &File) -> Result<(), LoadError> {
-        let p: &mut SkLookup = self
-            .bpf
-            .program_mut("sf_sk_lookup")
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| LoadError::Object("program sf_sk_lookup missing".into()))?;
-        p.attach(netns).map_err(|e| LoadError::Program {
+        let p: &mut SkLookup = match self.adopted.as_mut() {
+            Some((p, _)) => p,
+            None => self
+                .bpf
+                .program_mut("sf_sk_lookup")
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| LoadError::Object("program sf_sk_lookup missing".into()))?,
+        };
+        let refused = |e: &dyn std::error::Error| LoadError::Program {
             program: "sf_sk_lookup",
             hook: "sk_lookup",
-            reason: error_chain(&e),
-        })?;
+            reason: error_chain(e),
+        };
+        let id = p.attach(netns).map_err(|e| refused(&e))?;
+        if let Some(scope) = &self.pins {
+            use std::os::unix::fs::MetadataExt;
+            let ino = netns.metadata().map(|m| m.ino()).unwrap_or(0);
+            let link = p.take_link(id).map_err(|e| refused(&e))?;
+            scope
+                .pin_sk_lookup(FdLink::from(link), ino)
+                .map_err(|e| LoadError::Pinned(format!("socket-lookup link: {e}")))?;
+        }
         Ok(())
     }
 
@@ -383,46 +504,134 @@ fn exe_string(x: &SfExe) -> Option<String> {
     Some(String::from_utf8_lossy(&x.path[..n]).into_owned())
 }
 
-fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<(), String> {
+fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<FdLink, String> {
     let prog = bpf
         .program_mut(hook.program)
         .ok_or_else(|| "not in the object".to_string())?;
-    match hook.kind {
+    let e = |e: &dyn std::error::Error| error_chain(e);
+    // Each link is taken from the program so that it can be pinned
+    // (enforce); otherwise the probe owns it and detaches it on drop.
+    let link = match hook.kind {
         HookKind::Cgroup => {
-            let p: &mut CgroupSock = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load().map_err(|e| error_chain(&e))?;
-            p.attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|e| error_chain(&e))?;
+            let p: &mut CgroupSock = prog.try_into().map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            let id = p
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|x| e(&x))?;
+            FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }
         HookKind::Lsm(name) => {
-            let p: &mut Lsm = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load(name, btf).map_err(|e| error_chain(&e))?;
-            p.attach().map_err(|e| error_chain(&e))?;
+            let p: &mut Lsm = prog.try_into().map_err(|x| e(&x))?;
+            p.load(name, btf).map_err(|x| e(&x))?;
+            let id = p.attach().map_err(|x| e(&x))?;
+            Ok(FdLink::from(p.take_link(id).map_err(|x| e(&x))?))
         }
         HookKind::SockAddr | HookKind::SockAddrUnlessLsm => {
-            let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load().map_err(|e| error_chain(&e))?;
-            p.attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|e| error_chain(&e))?;
+            let p: &mut CgroupSockAddr = prog.try_into().map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            let id = p
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|x| e(&x))?;
+            FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }
         HookKind::SockOps => {
-            let p: &mut SockOps = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load().map_err(|e| error_chain(&e))?;
-            p.attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|e| error_chain(&e))?;
+            let p: &mut SockOps = prog.try_into().map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            let id = p
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|x| e(&x))?;
+            FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }
         HookKind::TpBtf(name) => {
-            let p: &mut BtfTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load(name, btf).map_err(|e| error_chain(&e))?;
-            p.attach().map_err(|e| error_chain(&e))?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(|x| e(&x))?;
+            p.load(name, btf).map_err(|x| e(&x))?;
+            let id = p.attach().map_err(|x| e(&x))?;
+            Ok(FdLink::from(p.take_link(id).map_err(|x| e(&x))?))
         }
         HookKind::TracePoint(cat, name) => {
-            let p: &mut TracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
-            p.load().map_err(|e| error_chain(&e))?;
-            p.attach(cat, name).map_err(|e| error_chain(&e))?;
+            let p: &mut TracePoint = prog.try_into().map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            let id = p.attach(cat, name).map_err(|x| e(&x))?;
+            FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
+        }
+    };
+    link.map_err(|x| format!("the kernel gave no BPF link ({})", e(&x)))
+}
+
+/// The object's read-only globals (`const volatile cfg_*` in bpf/).
+struct Globals {
+    filter_cgroup: u8,
+    enforce: u8,
+    lookup_netns: u8,
+    /// Enforce in BPF LSM hooks (where bpf is an active LSM).
+    lsm: bool,
+    cfg_lsm: u8,
+}
+
+impl Globals {
+    fn of(opts: &ProbeOptions) -> Globals {
+        let lsm = opts.enforce
+            && crate::features::probe(crate::features::Feature::BpfLsm).available() == Some(true);
+        Globals {
+            filter_cgroup: opts.cgroup.is_some().into(),
+            enforce: opts.enforce.into(),
+            lookup_netns: (opts.enforce
+                && crate::features::probe(crate::features::Feature::SkLookupNetns).available()
+                    == Some(true))
+            .into(),
+            lsm,
+            cfg_lsm: lsm.into(),
         }
     }
-    Ok(())
+
+    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader
+            .override_global("cfg_filter_cgroup", &self.filter_cgroup, true)
+            .override_global("cfg_enforce", &self.enforce, true)
+            .override_global("cfg_lookup_netns", &self.lookup_netns, true)
+            .override_global("cfg_lsm", &self.cfg_lsm, true);
+    }
+}
+
+/// Opens (creating it, and mounting bpffs if needed) and locks the pin
+/// directory of the scope of `cgroup`.
+fn open_pins(cgroup: Option<&Path>) -> Result<PinnedScope, LoadError> {
+    let scope = crate::pinned::scope_name(cgroup)
+        .map_err(|e| LoadError::Pinned(format!("naming the scope: {e}")))?;
+    PinnedScope::lock(&scope).map_err(|e| LoadError::Pinned(e.to_string()))
+}
+
+/// Pins every map, every loaded program and every link in `scope`, then
+/// marks the state complete (the last step: an enforcer that dies before
+/// it leaves a partial state, which the next one clears).
+fn pin_all(
+    scope: &PinnedScope,
+    bpf: &mut Ebpf,
+    attached: &[&'static str],
+    links: &mut Vec<FdLink>,
+) -> Result<(), LoadError> {
+    let failed =
+        |what: String| move |e: aya::pin::PinError| LoadError::Pinned(format!("{what}: {e}"));
+    for (name, map) in bpf.maps() {
+        if name.contains('.') {
+            continue; // global data (.rodata): per load, read by no one else
+        }
+        map.pin(scope.map_path(name))
+            .map_err(failed(format!("map {name}")))?;
+    }
+    for &name in attached.iter().chain(["sf_sk_lookup"].iter()) {
+        if let Some(p) = bpf.program_mut(name) {
+            p.pin(scope.program_path(name))
+                .map_err(failed(format!("program {name}")))?;
+        }
+    }
+    for (&name, link) in attached.iter().zip(std::mem::take(links)) {
+        link.pin(scope.link_path(name))
+            .map_err(failed(format!("link of {name}")))?;
+    }
+    scope
+        .mark_complete(&crate::pinned::object_hash(OBJECT))
+        .map_err(|e| LoadError::Pinned(format!("marking {}: {e}", scope.dir().display())))
 }
 
 /// Syscall tracepoints are attached by their tracefs id, so tracefs must be

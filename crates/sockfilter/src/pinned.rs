@@ -164,7 +164,7 @@ impl PinnedScope {
     }
 
     /// Pins a socket-lookup link attached to network namespace `netns`.
-    pub fn pin_sk_lookup(&self, link: aya::programs::FdLink, netns: u64) -> io::Result<()> {
+    pub fn pin_sk_lookup(&self, link: aya::programs::links::FdLink, netns: u64) -> io::Result<()> {
         // The namespace inode can be reused once the namespace is gone: the
         // time makes the name unique (whether the link is live is asked of
         // the kernel, see sk_lookup_namespaces).
@@ -283,7 +283,11 @@ fn remove_scope_contents(dir: &Path) -> Removed {
     let mut removed = Removed::default();
     // Links first, detached explicitly: enforcement stops here, even if a
     // descriptor of the link is still open somewhere.
-    for entry in std::fs::read_dir(dir.join("links")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(dir.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let path = entry.path();
         if let Ok(fd) = obj_get(&path) {
             link_detach(fd.as_raw_fd());
@@ -292,8 +296,15 @@ fn remove_scope_contents(dir: &Path) -> Removed {
             removed.links += 1;
         }
     }
-    for (sub, count) in [("progs", &mut removed.programs), ("maps", &mut removed.maps)] {
-        for entry in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
+    for (sub, count) in [
+        ("progs", &mut removed.programs),
+        ("maps", &mut removed.maps),
+    ] {
+        for entry in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if std::fs::remove_file(entry.path()).is_ok() {
                 *count += 1;
             }
@@ -322,7 +333,9 @@ fn ensure_bpffs() -> io::Result<()> {
         Some("bpf"),
         BPFFS,
         Some("bpf"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         Some("mode=0700"),
     )
     .map_err(|e| io::Error::other(format!("mounting bpffs at {BPFFS}: {e}")))
@@ -388,9 +401,7 @@ fn link_info(fd: i32) -> Option<LinkInfo> {
     attr[0] = (fd as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
     attr[1] = info.as_mut_ptr() as u64;
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
-    Some(LinkInfo {
-        netns: info[4],
-    })
+    Some(LinkInfo { netns: info[4] })
 }
 
 #[cfg(test)]

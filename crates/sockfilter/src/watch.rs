@@ -74,10 +74,39 @@ impl Watcher {
     /// loaded too (see [`crate::enforce`]); until a policy is installed they
     /// allow everything.
     pub fn start_with(opts: WatchOptions, enforce: bool) -> Result<Watcher, LoadError> {
-        let mut probe = Probe::attach(&ProbeOptions {
-            cgroup: opts.cgroup.clone(),
-            enforce,
-        })?;
+        Self::start_probe(
+            opts.clone(),
+            ProbeOptions {
+                cgroup: opts.cgroup,
+                enforce,
+                persist: false,
+            },
+        )
+    }
+
+    /// Like [`Watcher::start_with`] with the enforcement hooks, kept in
+    /// bpffs so that enforcement outlives this process, or adopted from
+    /// there if a dead enforcer of the same scope left them
+    /// ([`crate::pinned`]). [`Watcher::release_pins`] ends it.
+    pub fn start_persistent(opts: WatchOptions) -> Result<Watcher, LoadError> {
+        Self::start_probe(
+            opts.clone(),
+            ProbeOptions {
+                cgroup: opts.cgroup,
+                enforce: true,
+                persist: true,
+            },
+        )
+    }
+
+    /// Removes what [`Watcher::start_persistent`] pinned, so that nothing
+    /// stays enforced once the watcher is dropped (a clean stop).
+    pub fn release_pins(&mut self) {
+        self.probe.release_pins();
+    }
+
+    fn start_probe(opts: WatchOptions, probe_opts: ProbeOptions) -> Result<Watcher, LoadError> {
+        let mut probe = Probe::attach(&probe_opts)?;
         // Loading BPF and BTF leaves ~16 MB of freed heap that glibc keeps;
         // give it back before the ring buffer is mapped (measured in
         // docs/BENCHMARKS.md).

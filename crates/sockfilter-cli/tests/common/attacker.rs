@@ -13,6 +13,9 @@ pub const PY: &str = "/usr/bin/python3";
 /// table `s` in scope) and answers with the value of `r`, or `err ERRNO`.
 /// `bg(KEY, FN)` calls FN on a thread and leaves its outcome (`ok` or
 /// `err ERRNO`) in `res[KEY]`: a call that blocks, like `accept()`.
+/// `repeat(KEY, FN)` calls FN in a loop on a thread, counting outcomes
+/// (`ok` or the errno name) in the dict `res[KEY]`, until `res[KEY + ".stop"]`
+/// is set; then it sets `res[KEY + ".done"]`.
 pub struct Attacker {
     proc: Proc,
     stdin: ChildStdin,
@@ -37,6 +40,18 @@ def bg(key, fn):
         except OSError as e:
             res[key] = "err " + errno.errorcode.get(e.errno, str(e.errno))
     threading.Thread(target=call, daemon=True).start()
+def repeat(key, fn):
+    counts = res.setdefault(key, {})
+    def loop():
+        while not res.get(key + ".stop"):
+            try:
+                fn()
+                r = "ok"
+            except OSError as e:
+                r = errno.errorcode.get(e.errno, str(e.errno))
+            counts[r] = counts.get(r, 0) + 1
+        res[key + ".done"] = True
+    threading.Thread(target=loop, daemon=True).start()
 print("ready", flush=True)
 for line in sys.stdin:
     r = "ok"

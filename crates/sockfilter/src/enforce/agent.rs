@@ -147,11 +147,21 @@ impl PolicyAgent {
     /// `path`: socket lookup in every network namespace, rule names for the
     /// events' verdicts. Nothing is enforced until [`PolicyAgent::install`].
     pub fn attach(w: &mut Watcher, path: &Path) -> PolicyAgent {
+        // Adopted from a dead enforcer: its policy stays in force until
+        // install() switches slots.
+        let enforcer = if w.probe().is_adopted() {
+            Enforcer::adopt(w.probe().bpf()).unwrap_or_else(|e| {
+                eprintln!("sockfilter: reading the adopted policy maps: {e}");
+                Enforcer::new()
+            })
+        } else {
+            Enforcer::new()
+        };
         let mut agent = PolicyAgent {
             path: path.to_owned(),
-            enforcer: Enforcer::new(),
+            enforcer,
             fingerprint: fingerprint(path),
-            namespaces: HashSet::new(),
+            namespaces: w.probe().sk_lookup_namespaces().iter().copied().collect(),
             last_scan: Instant::now(),
             rules: 0,
             followed: None,

@@ -98,6 +98,9 @@ const RETIRE_GRACE: Duration = Duration::from_millis(50);
 pub struct Enforcer {
     names: Arc<RwLock<RuleNames>>,
     installed: [Option<Installed>; 2],
+    /// Slots written by an earlier enforcer (adopted from bpffs): their
+    /// keys are not known and are found by walking the maps.
+    foreign: [bool; 2],
     active: Option<u32>,
     switched_at: Option<Instant>,
 }
@@ -148,9 +151,30 @@ impl Enforcer {
         Enforcer {
             names: Arc::new(RwLock::new(RuleNames::default())),
             installed: [None, None],
+            foreign: [false, false],
             active: None,
             switched_at: None,
         }
+    }
+
+    /// Takes over the policy maps of an earlier enforcer (pinned in bpffs,
+    /// see [`crate::pinned`]): its policy stays in force until
+    /// [`Enforcer::install`] switches to the idle slot, which is first
+    /// emptied of whatever that enforcer left there.
+    pub fn adopt(bpf: &Ebpf) -> Result<Self, EnforceError> {
+        let map = bpf.map("pol_active").ok_or(EnforceError::Map {
+            map: "pol_active",
+            reason: "missing from the object".into(),
+        })?;
+        let active = Array::<&MapData, u32>::try_from(map)
+            .map_err(map_err("pol_active"))?
+            .get(&0, 0)
+            .map_err(map_err("pol_active"))?;
+        let mut e = Enforcer::new();
+        e.active = Some(active & 1);
+        e.foreign = [true, true];
+        e.switched_at = Some(Instant::now());
+        Ok(e)
     }
 
     /// Rule names by slot, shared with the event decoder.
@@ -178,6 +202,9 @@ impl Enforcer {
         }
         if let Some(old) = self.installed[slot as usize].take() {
             remove(bpf, slot, &old)?;
+        }
+        if std::mem::take(&mut self.foreign[slot as usize]) {
+            clear_slot(bpf, slot)?;
         }
         let installed = write(bpf, slot, compiled)?;
         self.installed[slot as usize] = Some(installed);
@@ -402,4 +429,40 @@ pub fn file_identity(path: &str) -> Option<(u32, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((crate::abi::kernel_dev(m.dev()), m.ino()))
+}
+
+/// Removes every hash-map entry of `slot`, whoever wrote it (the arrays are
+/// overwritten whole by [`write`]).
+fn clear_slot(bpf: &mut Ebpf, slot: u32) -> Result<(), EnforceError> {
+    macro_rules! clear {
+        ($name:literal, $key:ty, $val:ty) => {{
+            let mut m = map_mut!(bpf, $name, BpfHashMap<&mut MapData, $key, $val>);
+            let keys: Vec<$key> = m.keys().flatten().filter(|k| k.slot == slot).collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
+        }};
+    }
+    clear!("pol_bitmaps", SfBitmapKey, SfBitmap);
+    clear!("pol_exe", SfExeKey, u32);
+    clear!("pol_comm", SfCommKey, u32);
+    clear!("pol_uid", SfU64Key, u32);
+    clear!("pol_cgroup", SfU64Key, u32);
+    for name in ["pol_local_ip", "pol_remote_ip"] {
+        let map = bpf.map_mut(name).ok_or(EnforceError::Map {
+            map: "pol_*_ip",
+            reason: format!("{name} missing from the object"),
+        })?;
+        let mut m = LpmTrie::<&mut MapData, SfIpKeyData, u32>::try_from(map)
+            .map_err(map_err("pol_*_ip"))?;
+        let keys: Vec<LpmKey<SfIpKeyData>> = m
+            .keys()
+            .flatten()
+            .filter(|k| u32::from(k.data().slot) == slot)
+            .collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,243 @@
+//! Attacks on `sockfilter enforce` through its death (issue 9 item 3): an
+//! unprivileged user (uid 65534) keeps trying what the policy denies while
+//! the enforcer is SIGKILLed and a new one takes over. Enforcement must hold
+//! throughout, a clean stop and `sockfilter unload` must leave nothing
+//! behind (docs/security.md).
+
+mod common;
+
+use common::attacker::Attacker;
+use common::*;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sf-failclosed-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Where enforce --cgroup CG keeps its pins.
+fn scope_dir(cg: &TestCgroup) -> PathBuf {
+    let ino = std::fs::metadata(&cg.path).unwrap().ino();
+    PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}"))
+}
+
+/// A port nothing uses now (the kernel's pick, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn policy(dir: &Path, name: &str, bind_port: u16, connect_port: u16) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[[rule]]\nname = \"{name}-bind\"\naction = \"deny\"\non = [\"bind\"]\nlocal_port = [{bind_port}]\n\
+             [[rule]]\nname = \"{name}-connect\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [{connect_port}]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `bpftool -j KIND show pinned PATH`'s id for every pin in `dir`.
+fn pinned_ids(kind: &str, dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let out = Command::new("bpftool")
+                .args(["-j", kind, "show", "pinned"])
+                .arg(e.path())
+                .output()
+                .expect("bpftool");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["id"].as_u64()
+        })
+        .collect()
+}
+
+/// Every id `bpftool -j KIND show` lists now.
+fn live_ids(kind: &str) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", kind, "show"])
+        .output()
+        .expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// What `bpftool cgroup show CG` lists (one line per attached program).
+fn attached_to(cg: &TestCgroup) -> String {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(&cg.path)
+        .output()
+        .expect("bpftool");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn unload() -> String {
+    let out = Command::new(sockfilter())
+        .arg("unload")
+        .output()
+        .expect("sockfilter unload");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sockfilter unload failed: {err}");
+    err
+}
+
+#[test]
+fn a_killed_enforcer_keeps_enforcing_the_next_adopts_without_a_gap_and_unload_removes_it() {
+    let dir = tmpdir("kill");
+    let cg = TestCgroup::new("attack-failclosed-kill");
+    let scope = scope_dir(&cg);
+    let bind_port = free_port();
+    // The destination the policy denies: a real listener, outside the cgroup.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect_port = server.local_addr().unwrap().port();
+    let bind = format!("socket.socket().bind(('127.0.0.1', {bind_port}))");
+
+    let first = Watch::enforce(&cg, &policy(&dir, "first", bind_port, connect_port));
+    let mut a = Attacker::start(&cg);
+    assert_eq!(a.run(&bind), "err EPERM", "the policy is in force");
+    assert!(
+        scope.join("links").is_dir(),
+        "enforce pins its state in {scope:?}"
+    );
+    let (status, _) = first.stop(libc::SIGKILL);
+    assert_eq!(status.signal_or_code(), Some(libc::SIGKILL));
+
+    // Dead enforcer: the kernel keeps enforcing.
+    assert_eq!(a.run(&bind), "err EPERM", "after SIGKILL, a denied bind");
+    // A loop of denied connects, running through the adoption and swap.
+    assert_eq!(
+        a.run(&format!(
+            "repeat('connects', lambda: socket.create_connection(('127.0.0.1', {connect_port}), timeout=1).close())"
+        )),
+        "ok"
+    );
+    let mut second = Watch::enforce(&cg, &policy(&dir, "second", bind_port, connect_port));
+    // The second policy decides the loop's connects: the swap happened
+    // while the loop ran.
+    second.expect("a connect denied by the adopting enforcer's policy", |v| {
+        v["event"] == "connect" && v["verdict"] == "deny" && v["rule"] == "second-connect"
+    });
+    a.run("res['connects.stop'] = True");
+    let deadline = Instant::now() + WAIT;
+    while a.run("r = res.get('connects.done', False)") != "True" {
+        assert!(Instant::now() < deadline, "the connect loop did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let counts = a.run("r = res['connects']");
+    assert!(
+        !counts.contains("'ok'"),
+        "a denied connect got through: {counts}"
+    );
+    assert!(counts.contains("'EPERM'"), "the loop did not run: {counts}");
+    assert_eq!(a.run(&bind), "err EPERM");
+    // One attachment per hook: adopting attached nothing twice.
+    let listing = attached_to(&cg);
+    assert_eq!(
+        listing.matches("sf_bind4").count(),
+        1,
+        "programs on the cgroup:\n{listing}"
+    );
+
+    // Dead again; unload switches enforcement off and leaves nothing.
+    let (status, _) = second.stop(libc::SIGKILL);
+    assert_eq!(status.signal_or_code(), Some(libc::SIGKILL));
+    assert_eq!(a.run(&bind), "err EPERM");
+    let programs = pinned_ids("prog", &scope.join("progs"));
+    let links = pinned_ids("link", &scope.join("links"));
+    assert!(
+        programs.len() >= 10 && links.len() >= 10,
+        "{programs:?} {links:?}"
+    );
+    let said = unload();
+    assert!(said.contains(&scope.display().to_string()), "{said}");
+    assert!(!scope.exists(), "{scope:?} is still there");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // Programs are freed by the kernel once their last link goes.
+        let live: Vec<u64> = live_ids("prog")
+            .into_iter()
+            .chain(live_ids("link"))
+            .filter(|id| programs.contains(id) || links.contains(id))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still loaded after unload: {live:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(attached_to(&cg).lines().skip(1).count(), 0);
+    assert_eq!(a.run(&bind), "ok", "after unload, the bind succeeds");
+    // Nothing left: unload is still a success.
+    unload();
+    drop(server);
+}
+
+#[test]
+fn sigterm_removes_everything_and_unload_leaves_a_running_enforcer_alone() {
+    let dir = tmpdir("term");
+    let cg = TestCgroup::new("attack-failclosed-term");
+    let scope = scope_dir(&cg);
+    let bind_port = free_port();
+    let bind = format!("socket.socket().bind(('127.0.0.1', {bind_port}))");
+    let w = Watch::enforce(&cg, &policy(&dir, "term", bind_port, 9));
+    let mut a = Attacker::start(&cg);
+    assert_eq!(a.run(&bind), "err EPERM");
+
+    // unload never touches a running enforcer.
+    let said = unload();
+    assert!(said.contains("running"), "{said}");
+    assert!(scope.join("links").is_dir());
+    assert_eq!(
+        a.run(&bind),
+        "err EPERM",
+        "unload stopped a running enforcer"
+    );
+
+    let programs = pinned_ids("prog", &scope.join("progs"));
+    let (status, _) = w.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert!(!scope.exists(), "SIGTERM left {scope:?}");
+    assert_eq!(attached_to(&cg).lines().skip(1).count(), 0);
+    let deadline = Instant::now() + WAIT;
+    while live_ids("prog").iter().any(|id| programs.contains(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "programs still loaded after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.run(&bind), "ok");
+}
+
+trait SignalOrCode {
+    fn signal_or_code(&self) -> Option<i32>;
+}
+
+impl SignalOrCode for std::process::ExitStatus {
+    fn signal_or_code(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.signal().or(self.code())
+    }
+}
