@@ -32,7 +32,7 @@ pub(crate) struct Cli {
 enum Command {
     /// Print every socket's bind, listen, connect, accept and close as it happens.
     Watch(watch::Args),
-    /// Enforce a policy in the kernel, streaming events like watch.
+    /// Enforce a policy in the kernel, streaming events like watch; existing sockets are judged too, and enforcement outlives a crash (see unload).
     Enforce(enforce::Args),
     /// Validate a policy file.
     Check(check::Args),

@@ -32,7 +32,7 @@ pub struct Output {
     /// Only processes in this cgroup v2 subtree (a directory of the cgroup2 mount).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
-    /// Do not report the sockets that exist at start.
+    /// Do not report the sockets that exist at start (enforce still reports those its policy denies and closes).
     #[arg(long)]
     pub no_existing: bool,
 }

@@ -248,11 +248,12 @@ pub enum Unloaded {
     },
 }
 
-/// Removes every scope that no running enforcer holds: every sockfilter
-/// link (detached), program and map pinned under [`ROOT`], and the
-/// directories. Nothing outside [`ROOT`] is touched, so `watch` sessions and
-/// running enforcers are left alone. Nothing pinned is not an error.
-pub fn unload_all() -> io::Result<Vec<Unloaded>> {
+/// Removes every scope (or only the scope named `only`, see
+/// [`scope_name`]) that no running enforcer holds: every sockfilter link
+/// (detached), program and map pinned under [`ROOT`], and the directories.
+/// Nothing outside [`ROOT`] is touched, so `watch` sessions and running
+/// enforcers are left alone. Nothing pinned is not an error.
+pub fn unload(only: Option<&str>) -> io::Result<Vec<Unloaded>> {
     let root = Path::new(ROOT);
     if !root.is_dir() {
         return Ok(Vec::new());
@@ -262,7 +263,7 @@ pub fn unload_all() -> io::Result<Vec<Unloaded>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root)?.flatten() {
         let dir = entry.path();
-        if !dir.is_dir() {
+        if !dir.is_dir() || only.is_some_and(|o| entry.file_name() != o) {
             continue;
         }
         let lock = File::open(&dir)?;

@@ -21,14 +21,28 @@ pub fn sockfilter() -> &'static str {
     env!("CARGO_BIN_EXE_sockfilter")
 }
 
-/// Kills and reaps a child on drop.
+/// Stops and reaps a child on drop.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        stop_child(&mut self.0);
     }
+}
+
+/// SIGTERM, so that a sockfilter enforce removes what it pinned in bpffs (a
+/// SIGKILLed one leaves it enforcing); SIGKILL if it is still there after
+/// 5 s; then reaps it.
+pub fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Proc {
@@ -239,8 +253,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 
