@@ -54,6 +54,7 @@ fn known_facts(release: &str) -> Vec<(&'static str, bool)> {
             ("bpf_iterators", true),
             ("bpf_sock_destroy", true),
             ("seccomp_sync_wake_up", true),
+            ("landlock_net", true),
         ];
     }
     // Debian's stock kernels (12's 6.1, 6.12 from its security updates), as

@@ -74,6 +74,8 @@ pub enum Feature {
     SeccompSyncWakeUp,
     /// User namespaces created without privileges.
     UnprivilegedUserns,
+    /// Landlock network rules (ABI 4): supervise's TCP backstop.
+    LandlockNet,
 }
 
 /// What the probe of a feature found.
@@ -139,6 +141,7 @@ impl Feature {
         Feature::SeccompUserNotif,
         Feature::SeccompAddFdSend,
         Feature::SeccompSyncWakeUp,
+        Feature::LandlockNet,
         Feature::UnprivilegedUserns,
     ];
 
@@ -178,7 +181,7 @@ impl Feature {
             SockDiagDestroy | SocketIterators | SockDestroyKfunc | BpfLsm | SkLookupNetns => {
                 &[Enforce]
             }
-            SeccompAddFdSend | SeccompSyncWakeUp => &[Supervise],
+            SeccompAddFdSend | SeccompSyncWakeUp | LandlockNet => &[Supervise],
             _ => &[],
         }
     }
@@ -231,6 +234,8 @@ impl Feature {
                 "supervise cannot hand an accepted connection to the program: supervised accept() calls fail"),
             SeccompSyncWakeUp => ("seccomp_sync_wake_up", "seccomp SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux 6.6+)",
                 "supervise works, with about twice the latency per held call"),
+            LandlockNet => ("landlock_net", "Landlock network rules (ABI 4, Linux 6.7+, landlock in lsm=)",
+                "supervise has no kernel backstop for TCP: a multi-threaded program that races dup2() against a call on a non-IP socket can get a TCP bind or connect past the supervisor undecided (docs/security.md)"),
             UnprivilegedUserns => ("unprivileged_userns", "user namespaces without privileges",
                 "nothing changes for sockfilter (where available, users can make network namespaces: enforce attaches socket lookup to each one it sees)"),
         }

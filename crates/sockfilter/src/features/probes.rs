@@ -44,12 +44,14 @@ impl Prober {
                 | SeccompUserNotif
                 | SeccompAddFdSend
                 | SeccompSyncWakeUp
+                | LandlockNet
                 | UnprivilegedUserns
         );
         if bpf_needs_root && !nix::unistd::geteuid().is_root() {
             return Status::Unknown("cannot tell without root (probing loads BPF)".into());
         }
         match feature {
+            LandlockNet => landlock_net(),
             Btf => match self.btf() {
                 Ok(_) => Status::Available("/sys/kernel/btf/vmlinux parsed".into()),
                 Err(e) => Status::Missing(e),
@@ -416,4 +418,26 @@ fn userns() -> Status {
         )),
         Err(e) => Status::Unknown(format!("the probe process failed: {e}")),
     }
+}
+
+/// The Landlock ABI version, which says whether network rules exist (4+).
+fn landlock_net() -> Status {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    // only returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    if abi < 0 {
+        let e = std::io::Error::last_os_error();
+        return Status::Missing(format!("landlock_create_ruleset: {e}"));
+    }
+    if abi < 4 {
+        return Status::Missing(format!("Landlock ABI {abi}: network rules need 4"));
+    }
+    Status::Available(format!("Landlock ABI {abi}"))
 }
