@@ -1031,6 +1031,39 @@ except OSError as e:
     }
 }
 
+/// Processes of one supervised tree with different credentials each get
+/// their own: a root shell's child as nobody and another as uid 65533 get
+/// EACCES for port 81, the root shell's own python binds it.
+#[test]
+fn each_process_gets_its_own_credentials() {
+    assert!(
+        is_root(),
+        "needs root: a root program with unprivileged children"
+    );
+    let script = r#"
+import os, socket, sys
+try:
+    socket.socket().bind(("127.0.0.1", 81))
+    print("uid", os.getuid(), "ok")
+except OSError as e:
+    print("uid", os.getuid(), "errno", e.errno)
+"#;
+    let dir = TempDir::new("mixed");
+    let file = dir.file("b.py", script);
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let f = file.display();
+    let sh = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups {PY} {f} & \
+         setpriv --reuid=65533 --regid=65533 --clear-groups {PY} {f} & \
+         wait; {PY} {f}"
+    );
+    let mut run = Running::start(sockfilter(&[], &["sh".into(), "-c".into(), sh]));
+    let mut got: Vec<String> = (0..3).map(|_| run.expect("uid")).collect();
+    got.sort();
+    assert_eq!(got, ["0 ok", "65533 errno 13", "65534 errno 13"]);
+    assert!(run.wait().success());
+}
+
 #[test]
 fn rewritten_sockaddr_connects_where_the_supervisor_decided() {
     let dir = TempDir::new("race");
