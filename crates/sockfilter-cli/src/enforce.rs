@@ -137,8 +137,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             parsed.as_millis(),
             written.as_millis()
         );
+        let adopted = watcher.probe().pin_dir().filter(|_| watcher.probe().is_adopted()).map(|d| {
+            format!(
+                "sockfilter: took over the enforcement that an enforce which is gone left in {}: its policy stayed in force until this one replaced it",
+                d.display()
+            )
+        });
         let destroy = sockfilter::destroy::destroy_method();
         event_loop(watcher, &args.output, &mut state, || {
+            if let Some(line) = adopted {
+                eprintln!("{line}");
+            }
             eprintln!("{message}");
             if destroy != sockfilter::destroy::DestroyMethod::BpfIterator {
                 // Degraded: an SO_REUSEPORT member may be out of reach.

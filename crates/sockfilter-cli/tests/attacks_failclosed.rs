@@ -132,7 +132,18 @@ fn a_killed_enforcer_keeps_enforcing_the_next_adopts_without_a_gap_and_unload_re
         )),
         "ok"
     );
-    let mut second = Watch::enforce(&cg, &policy(&dir, "second", bind_port, connect_port));
+    let second_policy = policy(&dir, "second", bind_port, connect_port);
+    let args: Vec<std::ffi::OsString> = vec![
+        "enforce".into(),
+        second_policy.into(),
+        "--json".into(),
+        "--no-existing".into(),
+        "--cgroup".into(),
+        cg.path.clone().into(),
+    ];
+    // It says that it adopted, before it says that it enforces.
+    let mut second = Watch::spawn(&args, "took over the enforcement");
+    second.wait_stderr("enforcing");
     // The second policy decides the loop's connects: the swap happened
     // while the loop ran.
     second.expect("a connect denied by the adopting enforcer's policy", |v| {

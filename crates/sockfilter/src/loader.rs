@@ -392,6 +392,12 @@ impl Probe {
         })
     }
 
+    /// The bpffs directory this probe keeps its enforcement in, when
+    /// persistent ([`crate::pinned`]).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir())
+    }
+
     /// Whether this probe took over what a dead enforcer pinned (its policy
     /// is in force until the next install).
     pub fn is_adopted(&self) -> bool {
