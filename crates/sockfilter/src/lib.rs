@@ -10,6 +10,7 @@
 
 pub mod abi;
 pub mod cgroup;
+pub mod cgroup_changes;
 pub mod decode;
 pub mod destroy;
 pub mod diag;

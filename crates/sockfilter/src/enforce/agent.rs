@@ -6,6 +6,7 @@
 
 use super::compile::{compile, unenforceable, workload_roots, CompileError, Compiled};
 use super::Enforcer;
+use crate::cgroup_changes::CgroupChanges;
 use crate::watch::Watcher;
 use sockfilter_model::event::{Event, EventKind, Verdict};
 use sockfilter_model::policy::Policy;
@@ -80,6 +81,9 @@ pub struct PolicyAgent {
     followed: Option<Policy>,
     /// What those names resolved to when the policy was compiled.
     resolved: HostNames,
+    /// Cgroups created or removed (watched only while the policy in force
+    /// names units or containers, which depend on the whole hierarchy).
+    cgroup_changes: Option<CgroupChanges>,
 }
 
 /// What a policy's names resolve to on the host now: the file identity of
@@ -94,7 +98,34 @@ struct HostNames {
 }
 
 impl HostNames {
+    /// What the names resolve to now; the cgroups of units and containers
+    /// are looked for only when `hierarchy_changed` (else `previous`'s).
+    fn now(
+        policy: &Policy,
+        root: &Path,
+        hierarchy_changed: bool,
+        previous: &HostNames,
+    ) -> HostNames {
+        if hierarchy_changed {
+            return HostNames::of(policy, root);
+        }
+        let mut names = HostNames::of_files(policy, root);
+        names.workloads = previous.workloads.clone();
+        names
+    }
+
     fn of(policy: &Policy, root: &Path) -> HostNames {
+        let mut names = HostNames::of_files(policy, root);
+        names.workloads = if policy.rules.iter().any(|r| r.constrains_workload()) {
+            workload_roots(policy, &crate::cgroup::hierarchy(root))
+        } else {
+            Vec::new()
+        };
+        names
+    }
+
+    /// The `exe` files and `cgroup` paths (not units and containers).
+    fn of_files(policy: &Policy, root: &Path) -> HostNames {
         let mut exe: Vec<String> = policy
             .rules
             .iter()
@@ -109,11 +140,6 @@ impl HostNames {
             .collect();
         cgroup.sort();
         cgroup.dedup();
-        let workloads = if policy.rules.iter().any(|r| r.constrains_workload()) {
-            workload_roots(policy, &crate::cgroup::hierarchy(root))
-        } else {
-            Vec::new()
-        };
         HostNames {
             exe: exe
                 .into_iter()
@@ -129,7 +155,7 @@ impl HostNames {
                     (p, id)
                 })
                 .collect(),
-            workloads,
+            workloads: Vec::new(),
         }
     }
 }
@@ -166,6 +192,7 @@ impl PolicyAgent {
             rules: 0,
             followed: None,
             resolved: HostNames::default(),
+            cgroup_changes: None,
         };
         agent.scan_namespaces(w);
         w.set_rule_names(agent.enforcer.rule_names());
@@ -209,7 +236,16 @@ impl PolicyAgent {
         let Some(root) = crate::cgroup::cgroup2_mount() else {
             return;
         };
-        let now = HostNames::of(&policy, &root);
+        let hierarchy_changed = policy.rules.iter().any(|r| r.constrains_workload())
+            && match &mut self.cgroup_changes {
+                Some(c) => c.changed(),
+                None => {
+                    // From now on only changes make the hierarchy be walked.
+                    self.cgroup_changes = CgroupChanges::new(&root);
+                    true
+                }
+            };
+        let now = HostNames::now(&policy, &root, hierarchy_changed, &self.resolved);
         if now == self.resolved {
             return;
         }
