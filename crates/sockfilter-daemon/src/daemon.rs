@@ -327,13 +327,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let cgroup = config.cgroup.as_deref().map(cgroup_dir).transpose()?;
     let subtree = config.cgroup.clone();
-    let mut watcher = Watcher::start_with(
-        WatchOptions {
-            cgroup,
-            existing: true,
-        },
-        prepared.is_some(),
-    )?;
+    let opts = WatchOptions {
+        cgroup,
+        existing: true,
+    };
+    // With a policy, enforcement is pinned in bpffs and outlives a crash,
+    // as `sockfilter enforce`'s does (docs/security.md).
+    let mut watcher = if prepared.is_some() {
+        Watcher::start_persistent(opts)?
+    } else {
+        Watcher::start_with(opts, false)?
+    };
     let policy = match (&config.policy, prepared) {
         (Some(path), Some((policy, compiled))) => {
             let mut agent = PolicyAgent::attach(&mut watcher, path);
@@ -393,6 +397,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     crate::notify::notify("STOPPING=1");
     d.opened.flush_outputs(&d.metrics);
+    watcher.release_pins(); // a clean stop leaves nothing enforced
     drop(watcher); // detaches every program
     let (events, lost) = (d.events, d.lost);
     drop(d); // writes the history's last batch

@@ -249,8 +249,16 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first: a daemon with a policy removes what it pinned in
+    /// bpffs only on a clean stop (a SIGKILLed one leaves it enforcing).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child, not yet reaped.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
