@@ -37,6 +37,12 @@ enum Command {
     /// Validate a policy file.
     Check(check::Args),
     /// Remove the enforcement a crashed `enforce` left pinned in /sys/fs/bpf/sockfilter.
+    ///
+    /// `enforce` (and `daemon` with a policy) keeps its programs, links and
+    /// maps pinned in bpffs so that the kernel goes on enforcing if it dies.
+    /// unload detaches every such link and removes every program, map and
+    /// pin a dead one left. A running enforce is left alone (SIGTERM stops it
+    /// and removes its enforcement). Exits 0 also when nothing is pinned.
     Unload(unload::Args),
     /// Run a program with its socket calls held until sockfilter decides.
     Supervise(supervise::Args),

@@ -409,6 +409,37 @@ fn link_info(fd: i32) -> Option<LinkInfo> {
 mod tests {
     use super::*;
 
+    /// A takeover reuses the pinned maps but not the object's global data
+    /// (`.rodata` is frozen per load): mutable globals (`.data`, `.bss`)
+    /// would silently restart from zero in the adopting enforcer. State the
+    /// programs keep must live in maps.
+    #[test]
+    fn the_bpf_object_keeps_no_state_in_global_variables() {
+        use aya_obj::EbpfSectionKind;
+        let obj = aya_obj::Object::parse(crate::loader::OBJECT).unwrap();
+        for (name, m) in &obj.maps {
+            match m.section_kind() {
+                EbpfSectionKind::Data => panic!("mutable global data in bpf/: {name}"),
+                // Only the BTF anchor of struct sf_event (sockfilter.bpf.c),
+                // which no program reads or writes.
+                EbpfSectionKind::Bss => assert_eq!(
+                    m.data().len(),
+                    std::mem::size_of::<crate::abi::SfEvent>(),
+                    "{name} holds more than _sf_event_btf: mutable globals in bpf/"
+                ),
+                _ => {}
+            }
+        }
+        // Maps are pinned by name, global data (the names with a '.') never.
+        for (name, m) in &obj.maps {
+            let global = matches!(
+                m.section_kind(),
+                EbpfSectionKind::Rodata | EbpfSectionKind::Bss | EbpfSectionKind::Data
+            );
+            assert_eq!(name.contains('.'), global, "{name}");
+        }
+    }
+
     #[test]
     fn the_object_hash_is_stable_and_tells_objects_apart() {
         assert_eq!(object_hash(b""), "cbf29ce484222325");
