@@ -9,6 +9,7 @@ mod common;
 use common::attacker::Attacker;
 use common::*;
 use serde_json::Value;
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,6 +40,36 @@ fn until(a: &mut Attacker, code: &str, deadline: Instant, ok: impl Fn(&str) -> b
             return r;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from source address `from`.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    // std cannot bind before connect: a raw socket, bound, then connected.
+    use std::os::fd::FromRawFd;
+    let addr = |ip: &str, port: u16| {
+        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        a.sin_family = libc::AF_INET as u16;
+        a.sin_port = port.to_be();
+        a.sin_addr.s_addr = u32::from(ip.parse::<std::net::Ipv4Addr>().unwrap()).to_be();
+        a
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let src = addr(from, 0);
+        assert_eq!(
+            libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let dst = addr("127.0.0.1", port);
+        assert_eq!(
+            libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        TcpStream::from_raw_fd(fd)
     }
 }
 
@@ -89,6 +120,10 @@ fn sockets_made_before_the_policy_are_judged_closed_and_reported() {
         )),
         "ok"
     );
+    // An inbound connection to the allowed server from a peer the policy
+    // will refuse (the test's own socket, from 127.0.0.3).
+    let peer = connect_from("127.0.0.3", server_port);
+    assert_eq!(a.run("s['from3'] = s['srv'].accept()[0]"), "ok");
     // Outside the cgroup (enforce --cgroup): the same port, never touched.
     let outsider = TcpListener::bind(("127.0.0.2", denied_port)).unwrap();
 
@@ -98,7 +133,8 @@ fn sockets_made_before_the_policy_are_judged_closed_and_reported() {
         &format!(
             "[[rule]]\nname = \"no-listen\"\naction = \"deny\"\non = [\"listen\"]\nlocal_port = [{denied_port}]\n\
              [[rule]]\nname = \"no-udp\"\naction = \"deny\"\non = [\"bind\"]\nproto = \"udp\"\nlocal_port = [{udp_port}]\n\
-             [[rule]]\nname = \"no-connect\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [{server_port}]\n"
+             [[rule]]\nname = \"no-connect\"\naction = \"deny\"\non = [\"connect\"]\nremote_port = [{server_port}]\n\
+             [[rule]]\nname = \"not-from-3\"\naction = \"deny\"\non = [\"accept\"]\nremote_ip = [\"127.0.0.3\"]\n"
         ),
     );
     let mut w = Watch::enforce(&cg, &policy);
@@ -120,6 +156,13 @@ fn sockets_made_before_the_policy_are_judged_closed_and_reported() {
             && v["rule"] == "no-connect"
             && v["existing"] == true
             && v["remote"]["port"] == server_port
+    });
+    w.expect("the denied accepted connection", |v| {
+        v["event"] == "accept"
+            && v["verdict"] == "deny"
+            && v["rule"] == "not-from-3"
+            && v["existing"] == true
+            && v["remote"]["ip"] == "127.0.0.3"
     });
     // --no-existing: the allowed ones are not reported.
     assert!(
@@ -160,6 +203,16 @@ fn sockets_made_before_the_policy_are_judged_closed_and_reported() {
             == "err ECONNRESET"),
         "err ECONNRESET",
         "the peer of the denied connection was not reset"
+    );
+    peer.set_read_timeout(Some(PROMISED)).unwrap();
+    let mut buf = [0u8; 1];
+    let got = (&peer).read(&mut buf);
+    assert!(
+        matches!(&got, Ok(0))
+            || got
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the refused peer's connection is still open: {got:?}"
     );
     assert!(Instant::now() <= deadline + Duration::from_millis(500));
 
