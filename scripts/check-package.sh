@@ -24,14 +24,22 @@ grep -q '^Type=notify' /lib/systemd/system/sockfilter.service
 test -s /usr/share/bash-completion/completions/sockfilter
 test -s /usr/share/zsh/vendor-completions/_sockfilter
 test -s /usr/share/fish/vendor_completions.d/sockfilter.fish
-# The installed daemon, with the installed default config: READY=1 on
-# $NOTIFY_SOCKET, metrics served, a clean exit on SIGTERM.
+# The installed daemon, with the installed default config and no more
+# capabilities than the unit's CapabilityBoundingSet (and no new
+# privileges), as systemd would start it: READY=1 on $NOTIFY_SOCKET,
+# metrics served, a clean exit on SIGTERM.
+caps=$(sed -n 's/^CapabilityBoundingSet=//p' /lib/systemd/system/sockfilter.service |
+	tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
+export SOCKFILTER_CAPS="-all,$caps"
 python3 - <<'PY'
 import os, signal, socket, subprocess, sys, tempfile, time, urllib.request
 d = tempfile.mkdtemp()
 path = os.path.join(d, "notify")
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(path); s.settimeout(60)
-p = subprocess.Popen(["/usr/bin/sockfilter", "daemon"], env=dict(os.environ, NOTIFY_SOCKET=path))
+p = subprocess.Popen(
+    ["setpriv", "--bounding-set", os.environ["SOCKFILTER_CAPS"], "--no-new-privs",
+     "/usr/bin/sockfilter", "daemon"],
+    env=dict(os.environ, NOTIFY_SOCKET=path))
 try:
     msg = s.recv(64)
     assert msg == b"READY=1", msg
@@ -41,6 +49,6 @@ finally:
     p.send_signal(signal.SIGTERM)
     code = p.wait(timeout=30)
 assert code == 0, code
-print("check-package: the installed daemon ran with the default config")
+print("check-package: the installed daemon ran with the default config and the unit's capabilities")
 PY
 echo "check-package: ok"
