@@ -397,7 +397,8 @@ struct LinkInfo {
     netns: u32,
 }
 
-/// The id of a link and, for a network-namespace link, its namespace.
+/// What the kernel says of a link: for a network-namespace link, its
+/// namespace.
 fn link_info(fd: i32) -> Option<LinkInfo> {
     // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
     // whose netns member starts with netns_ino (offset 16).
