@@ -142,12 +142,13 @@ fn file_output_has_host_and_reload_keeps_the_old_config_when_the_new_is_invalid(
     });
     assert_eq!(v["host"], "file-01");
 
-    // A valid new file: a new host name and a second file.
+    // A valid new file: a new host name, a second file, metrics.
     let events2 = dir.join("events2.jsonl");
+    let metrics_port = free_port();
     std::fs::write(
         &d.config,
         format!(
-            "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n",
+            "{}[[output]]\nkind = \"file\"\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             file_config("file-02", &cg, &events),
             events2.display()
         ),
@@ -166,7 +167,38 @@ fn file_output_has_host_and_reload_keeps_the_old_config_when_the_new_is_invalid(
     });
     assert_eq!(v, v2);
 
-    for l in [&mut l1, &mut l2, &mut l3] {
+    // A valid file whose output cannot be opened (no syslog server at that
+    // socket): rejected, the running outputs go on.
+    let running = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!(
+            "{running}[[output]]\nkind = \"syslog\"\naddress = \"unix:{}\"\n",
+            dir.join("no-such-socket").display()
+        ),
+    )
+    .unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    let msg = d.wait_stderr("reload rejected", skip);
+    assert!(msg.contains("no-such-socket"), "{msg}");
+    let (mut l4, tcp4, _) = listener(&cg);
+    let v4 = wait_for("events in both files after the failed reload", || {
+        Some((
+            listen_on(&json_lines(&events), tcp4)?,
+            listen_on(&json_lines(&events2), tcp4)?,
+        ))
+    });
+    assert_eq!(v4.0["host"], "file-02");
+    assert_eq!(v4.0, v4.1);
+    let (status, body) = http_get(metrics_port, "/metrics").unwrap();
+    assert_eq!(
+        status, 200,
+        "the metrics endpoint survives the failed reload"
+    );
+    assert!(body.contains("sockfilter_events_total"));
+
+    for l in [&mut l1, &mut l2, &mut l3, &mut l4] {
         let _ = l.kill();
         let _ = l.wait();
     }

@@ -27,21 +27,25 @@ const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Where outputs keep state when no history database is configured.
 const DEFAULT_STATE_DIR: &str = "/var/lib/sockfilter";
 
+/// The task serving `/metrics`, stopped when dropped.
+struct MetricsServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Everything that a configuration opens; replaced as a whole on reload.
 struct Opened {
     config: Config,
     host: String,
     outputs: Vec<(String, Box<dyn Output>)>,
     history: Option<HistoryWriter>,
-    metrics_server: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        if let Some((_, task)) = &self.metrics_server {
-            task.abort();
-        }
-    }
+    metrics_server: Option<MetricsServer>,
 }
 
 fn state_dir(config: &Config) -> PathBuf {
@@ -53,62 +57,85 @@ fn state_dir(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
-async fn bind_metrics(
-    m: &MetricsConfig,
-    metrics: &Metrics,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+async fn bind_metrics(m: &MetricsConfig, metrics: &Metrics) -> anyhow::Result<MetricsServer> {
     let listener = tokio::net::TcpListener::bind(m.listen)
         .await
         .with_context(|| format!("metrics: listening on {}", m.listen))?;
     let task = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
-    Ok((m.listen, task))
+    Ok(MetricsServer {
+        addr: m.listen,
+        task,
+    })
 }
 
 impl Opened {
-    /// Opens what `config` asks for. `previous` lends what need not be
-    /// reopened (the same history database, the same metrics address).
+    /// Opens what `config` asks for. On a reload, `previous` is the running
+    /// set: what is unchanged (the same history database, metrics address
+    /// or outputs) is taken over from it, and it is left as it was unless
+    /// everything new opened.
     async fn open(
         config: Config,
         metrics: &Metrics,
-        previous: Option<&mut Opened>,
+        mut previous: Option<&mut Opened>,
     ) -> anyhow::Result<Opened> {
         let host = crate::host::host_name(config.host.as_deref())?;
-        let mut previous = previous;
-        let history = match (&config.history, previous.as_deref_mut()) {
-            (None, _) => None,
-            (Some(h), Some(p)) if p.history.as_ref().is_some_and(|w| w.path() == h.path) => {
-                p.history.take()
-            }
-            (Some(HistoryConfig { path, retention }), _) => {
-                Some(HistoryWriter::open(path, *retention, metrics)?)
-            }
+        let prev = previous.as_deref();
+        let keep_history = match (&config.history, prev.and_then(|p| p.history.as_ref())) {
+            (Some(h), Some(w)) => w.path() == h.path,
+            _ => false,
         };
-        let metrics_server = match (&config.metrics, previous.as_deref_mut()) {
-            (None, _) => None,
-            (Some(m), Some(p)) if p.metrics_server.as_ref().is_some_and(|s| s.0 == m.listen) => {
-                p.metrics_server.take()
-            }
-            (Some(m), _) => Some(bind_metrics(m, metrics).await?),
+        let keep_metrics = match (
+            &config.metrics,
+            prev.and_then(|p| p.metrics_server.as_ref()),
+        ) {
+            (Some(m), Some(s)) => s.addr == m.listen,
+            _ => false,
         };
-        // Outputs last: the NATS output starts publishing at once. Unchanged
-        // outputs (same tables, same host, same state directory) are kept
-        // open, so a reload neither reopens files nor restarts the NATS queue.
-        let unchanged = previous.as_deref().is_some_and(|p| {
+        let keep_outputs = prev.is_some_and(|p| {
             p.config.outputs == config.outputs
-                // (after a failed reload they may be closed already)
-                && p.outputs.len() == config.outputs.len()
                 && p.host == host
                 && state_dir(&p.config) == state_dir(&config)
         });
-        let outputs = match previous {
-            Some(p) if unchanged => std::mem::take(&mut p.outputs),
-            Some(p) => {
-                p.flush_outputs(metrics);
-                // A file output reopened below appends after what the old one wrote.
-                p.outputs.clear();
-                crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?
+        let new_history = match &config.history {
+            Some(HistoryConfig { path, retention }) if !keep_history => {
+                Some(HistoryWriter::open(path, *retention, metrics)?)
             }
-            None => crate::outputs::open_all(&config.outputs, &host, &state_dir(&config), metrics)?,
+            _ => None,
+        };
+        let new_metrics = match &config.metrics {
+            Some(m) if !keep_metrics => Some(bind_metrics(m, metrics).await?),
+            _ => None,
+        };
+        // Outputs last, and nothing awaits from here on: a running NATS
+        // output cannot touch its queue while the new one opens it.
+        let new_outputs = if keep_outputs {
+            None
+        } else {
+            if let Some(p) = previous.as_deref_mut() {
+                p.flush_outputs(metrics);
+            }
+            Some(crate::outputs::open_all(
+                &config.outputs,
+                &host,
+                &state_dir(&config),
+                metrics,
+            )?)
+        };
+        let history = match keep_history {
+            true => previous.as_deref_mut().and_then(|p| p.history.take()),
+            false => new_history,
+        };
+        let metrics_server = match keep_metrics {
+            true => previous
+                .as_deref_mut()
+                .and_then(|p| p.metrics_server.take()),
+            false => new_metrics,
+        };
+        let outputs = match new_outputs {
+            Some(o) => o,
+            None => previous
+                .map(|p| std::mem::take(&mut p.outputs))
+                .unwrap_or_default(),
         };
         Ok(Opened {
             config,
@@ -137,8 +164,8 @@ impl Opened {
         if let Some(h) = &self.history {
             parts.push(format!("history {}", h.path().display()));
         }
-        if let Some((addr, _)) = &self.metrics_server {
-            parts.push(format!("metrics http://{addr}/metrics"));
+        if let Some(m) = &self.metrics_server {
+            parts.push(format!("metrics http://{}/metrics", m.addr));
         }
         for (name, _) in &self.outputs {
             parts.push(format!("output {name}"));
@@ -278,24 +305,9 @@ impl Daemon {
                     self.opened.describe()
                 );
             }
-            Err(e) => {
-                // What `open` took over from the old set (history, metrics)
-                // was moved back only on success; reopen what is missing.
-                eprintln!(
-                    "sockfilter: reload rejected, the previous configuration stays in force: {e:#}"
-                );
-                self.restore().await;
-            }
-        }
-    }
-
-    /// After a failed reload: reopens what the attempt took from the
-    /// running configuration.
-    async fn restore(&mut self) {
-        let config = self.opened.config.clone();
-        match Opened::open(config, &self.metrics, Some(&mut self.opened)).await {
-            Ok(again) => self.opened = again,
-            Err(e) => eprintln!("sockfilter: reopening the previous configuration failed: {e:#}"),
+            Err(e) => eprintln!(
+                "sockfilter: reload rejected, the previous configuration stays in force: {e:#}"
+            ),
         }
     }
 }
