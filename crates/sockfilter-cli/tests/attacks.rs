@@ -206,3 +206,36 @@ fn a_binary_bind_mounted_over_an_allowed_path_does_not_match_its_rule() {
         "another program at the allowed path is still another program"
     );
 }
+
+/// Items 4 and 5 for listeners older than enforce: they were never seen
+/// calling listen(), yet their connections are decided with their owner as
+/// the process (and, with --cgroup, they are in scope): a server of uid
+/// 65534 running before enforce keeps serving under a per-user allow, and
+/// root's older listener, which no accept rule allows, is refused.
+#[test]
+fn listeners_older_than_enforce_are_decided_for_their_owner() {
+    let dir = tmpdir("older-listeners");
+    let cg = TestCgroup::new("attack-older-listeners");
+    let mut nobody = Attacker::start(&cg);
+    let mut root = Attacker::start_root(&cg);
+    let listen = "s['l'] = socket.socket(); s['l'].bind(('127.0.0.1', 0)); s['l'].listen(64); r = 'ok %d' % s['l'].getsockname()[1]";
+    let theirs: u16 = nobody.run(listen)[3..].parse().unwrap();
+    let roots: u16 = root.run(listen)[3..].parse().unwrap();
+    let policy = write_policy(
+        &dir,
+        "default = \"deny\"\n\
+         [[rule]]\nname = \"nobody-may\"\naction = \"allow\"\nuid = [65534]\n\
+         [[rule]]\nname = \"root-outbound\"\naction = \"allow\"\non = [\"bind\", \"listen\", \"connect\"]\nuid = [0]\n",
+    );
+    let _w = Watch::enforce(&cg, &policy);
+    assert_eq!(
+        root.run(&format!("r = refused({theirs})")),
+        "False",
+        "uid 65534's older listener is allowed to accept"
+    );
+    assert_eq!(
+        root.run(&format!("r = refused({roots})")),
+        "True",
+        "root's older listener has no accept allow"
+    );
+}

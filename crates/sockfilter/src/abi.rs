@@ -187,6 +187,54 @@ pub struct SfProc {
     pub comm: [u8; COMM_LEN],
 }
 
+/// Depth of the cgroup ancestry a listener keeps (`SF_CGROUP_DEPTH`).
+pub const CGROUP_DEPTH: usize = 16;
+
+/// `struct sf_listen_key`: a listener's place in enforce's registry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfListenKey {
+    /// Network namespace cookie, 0 where socket lookup cannot read it.
+    pub netns: u64,
+    /// Local address, IPv4 as ::ffff:a.b.c.d.
+    pub addr: [u8; 16],
+    /// Local port, host order.
+    pub port: u16,
+    /// Padding.
+    pub _pad: [u16; 3],
+}
+
+/// `struct sf_listener`: a registered listener and its owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfListener {
+    /// The listening socket's cookie.
+    pub cookie: u64,
+    /// The process that called listen().
+    pub owner: SfProc,
+    /// The owner's cgroup id and its ancestors', deepest first.
+    pub cgroups: [u64; CGROUP_DEPTH],
+    /// Entries used in `cgroups`.
+    pub ncgroups: u32,
+    /// Inode of the network namespace.
+    pub netns_inum: u32,
+    /// Non-zero: refused by policy.
+    pub denied: u32,
+    /// Refused-peer events written in the current window.
+    pub reported: u32,
+    /// Start of the rate-limit window (boot-time ns).
+    pub window_ns: u64,
+    /// Refused peers not reported since the last reported one.
+    pub suppressed: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+// SAFETY: plain old data; every bit pattern valid.
+unsafe impl aya::Pod for SfListenKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SfListener {}
+
 /// One of `sf_owner.udp_dst`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

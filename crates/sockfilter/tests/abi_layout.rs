@@ -3,7 +3,7 @@
 //! agree field by field.
 
 use sockfilter::abi::policy::{SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfPolicyMeta, SfU64Key};
-use sockfilter::abi::{SfEvent, SfExe, SfOwner, SfProc};
+use sockfilter::abi::{SfEvent, SfExe, SfListenKey, SfListener, SfOwner, SfProc};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -46,6 +46,20 @@ fn rust_mirror_matches_the_c_header() {
     );
     rust.extend(fields!(SfExe, "sf_exe", len, truncated, ino, dev, path));
     rust.extend(fields!(SfProc, "sf_proc", cgroup_id, pid, uid, comm));
+    rust.extend(fields!(SfListenKey, "sf_listen_key", netns, addr, port));
+    rust.extend(fields!(
+        SfListener,
+        "sf_listener",
+        cookie,
+        owner,
+        cgroups,
+        ncgroups,
+        netns_inum,
+        denied,
+        reported,
+        window_ns,
+        suppressed
+    ));
     rust.extend(fields!(
         SfOwner, "sf_owner", proc, start_ns, active, pending, verdict, slot, udp_next, rule,
         udp_dst

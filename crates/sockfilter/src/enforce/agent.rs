@@ -384,6 +384,8 @@ impl PolicyAgent {
 fn judge_existing(w: &mut Watcher, policy: &Policy) {
     let mut events = w.existing_now();
     super::existing::judge(policy, &mut events);
+    // The allowed listeners' owners, for accept decisions in socket lookup.
+    super::listeners::register_existing(w.probe_mut().bpf_mut(), &events);
     events.retain(|e| e.verdict == Verdict::Deny);
     for (e, err) in super::existing::destroy_denied(&events) {
         eprintln!(

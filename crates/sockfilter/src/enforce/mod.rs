@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod compile;
 pub mod existing;
+pub mod listeners;
 
 use crate::abi::policy::*;
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
