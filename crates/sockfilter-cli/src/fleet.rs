@@ -30,7 +30,8 @@ pub struct ListenersArgs {
     /// Only sockets of processes running this executable.
     #[arg(long, value_name = "PATH")]
     pub exe: Option<String>,
-    /// One JSON object per row: the listener's fields plus `host`.
+    /// One JSON object per row: the listener's fields plus `host` and
+    /// `updated` (when that host last published its listeners).
     #[arg(long)]
     pub json: bool,
 }
@@ -57,6 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 let mut v = l.clone();
                 v["host"] = h.host.clone().into();
+                // When that host last wrote its listeners (RFC 3339): an
+                // old time means the daemon there stopped publishing.
+                v["updated"] = h.time.clone().into();
                 println!("{v}");
             } else {
                 println!("{}", text_row(&h.host, l));

@@ -1,6 +1,7 @@
 //! `sockfilter history`: past events from the daemon's history database,
 //! in exactly watch's text or JSON form.
 
+use sockfilter_daemon::config::{self, Config};
 use sockfilter_daemon::history::{parse_time, query, Query, DEFAULT_PATH};
 use sockfilter_model::{Event, EventKind};
 use std::io::{IsTerminal, Write};
@@ -11,9 +12,10 @@ use std::time::SystemTime;
 /// Arguments of `sockfilter history`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The history database (the `[history] path` of the daemon's config).
-    #[arg(long, default_value = DEFAULT_PATH)]
-    pub db: PathBuf,
+    /// The history database; default: the `[history] path` of
+    /// /etc/sockfilter/sockfilter.toml, else /var/lib/sockfilter/history.db.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// Events at or after T: RFC 3339 (2026-11-30T08:00:00Z) or a duration back from now (90m, 2h, 7d).
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub since: Option<SystemTime>,
@@ -40,11 +42,20 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The database the installed daemon writes.
+fn default_db() -> PathBuf {
+    Config::load(std::path::Path::new(config::DEFAULT_PATH))
+        .ok()
+        .and_then(|c| c.history)
+        .map_or_else(|| PathBuf::from(DEFAULT_PATH), |h| h.path)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let db = args.db.unwrap_or_else(default_db);
     anyhow::ensure!(
-        args.db.exists(),
+        db.exists(),
         "{}: no history database (is [history] configured, and has the daemon run?)",
-        args.db.display()
+        db.display()
     );
     let q = Query {
         since: args.since,
@@ -59,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed: Option<std::io::Error> = None;
     let mut bad_rows = 0u64;
-    query(&args.db, &q, |json| {
+    query(&db, &q, |json| {
         if failed.is_some() {
             return;
         }

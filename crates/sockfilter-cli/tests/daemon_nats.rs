@@ -264,6 +264,9 @@ fn fleet_listeners_lists_three_daemons() {
     assert!(rows
         .iter()
         .all(|r| r["exe"] == sockfilter_testkit::python_exe()));
+    assert!(rows
+        .iter()
+        .all(|r| r["updated"].as_str().is_some_and(|t| t.ends_with('Z'))));
     let (_, _, _, _, tcp_b, _) = &running[1];
     let (ok, one) = fleet(port, &["--port", &tcp_b.to_string()]);
     assert!(ok);
