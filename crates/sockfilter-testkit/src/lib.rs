@@ -184,3 +184,23 @@ pub fn python_exe() -> String {
         .expect("python3");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// What a test's failure message starts with when the kernel lacks a
+/// feature the test needs; `scripts/kernel-matrix.sh` reports such a test
+/// as "not supported: FEATURE (WHY)" instead of "failed".
+pub const NOT_SUPPORTED: &str = "not supported: ";
+
+/// Fails the calling test with `not supported: FEATURE (WHY)` unless
+/// `check` is Ok: the kernel does not offer `feature` (an id of
+/// `sockfilter doctor`, e.g. `bpf_lsm`), so what the test is about cannot
+/// be shown here. Never a silent pass: the test fails, and the kernel
+/// matrix names the missing feature.
+///
+/// ```should_panic
+/// sockfilter_testkit::require("bpf_lsm", Err("`bpf` is not an active LSM"));
+/// ```
+pub fn require<E: std::fmt::Display>(feature: &str, check: Result<(), E>) {
+    if let Err(why) = check {
+        panic!("{NOT_SUPPORTED}{feature} ({why})");
+    }
+}

@@ -99,6 +99,16 @@ impl Status {
         }
     }
 
+    /// Ok when available, otherwise Err(why), e.g. for
+    /// `sockfilter_testkit::require(feature.id(), status.as_result())`.
+    pub fn as_result(&self) -> Result<(), String> {
+        match self {
+            Status::Available(_) => Ok(()),
+            Status::Missing(why) => Err(why.clone()),
+            Status::Unknown(why) => Err(format!("cannot tell: {why}")),
+        }
+    }
+
     /// What the probe found or why it failed.
     pub fn detail(&self) -> &str {
         match self {
