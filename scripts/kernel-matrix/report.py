@@ -120,6 +120,13 @@ def main():
     if details:
         print("\nfailures:")
         print("\n".join(details))
+    cells = [c for r in rows for c in r[1:]]
+    ok = sum(c.startswith("passed") for c in cells)
+    failed = sum(c.startswith(("failed", "not run")) for c in cells)
+    unsupported = sum(c.startswith("not supported") for c in cells)
+    # Kernel x binary cells; "not supported" (the kernel lacks a feature the
+    # tests need) counts as skipped, a kernel that could not boot not at all.
+    print(f"\nmatrix: {ok} passed, {failed} failed, {unsupported} skipped")
     sys.exit(1 if bad else 0)
 
 

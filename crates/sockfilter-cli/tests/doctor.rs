@@ -187,7 +187,7 @@ fn enforce_names_its_degraded_capabilities_at_start() {
             }
         }
     });
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + START;
     let mut before_ready = Vec::new();
     loop {
         let line = rx

@@ -604,7 +604,7 @@ fn readiness_is_notified_over_notify_socket() {
     let cg = TestCgroup::new("enf-notify");
     let sock_path = dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.set_read_timeout(Some(START)).unwrap();
     let policy = write_policy(&dir, "p.toml", "default = \"allow\"\n");
     let mut child = Command::new(sockfilter())
         .args(["enforce"])

@@ -339,6 +339,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let cgroup = config.cgroup.as_deref().map(cgroup_dir).transpose()?;
     let subtree = config.cgroup.clone();
+    // One line naming what this kernel cannot do (`sockfilter doctor` tells more).
+    let command = if prepared.is_some() {
+        sockfilter::features::Command::Enforce
+    } else {
+        sockfilter::features::Command::Watch
+    };
+    if let Some(line) = sockfilter::features::degraded_line(command) {
+        eprintln!("sockfilter: {line}");
+    }
     let opts = WatchOptions {
         cgroup,
         existing: true,

@@ -17,6 +17,11 @@ pub use sockfilter_testkit::{cgroup2_root, python_exe, run, TestCgroup, TestNetn
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// How long sockfilter may take to start (load, verify and attach every BPF
+/// program): about 1 s on the 6.18 VM, 25 s for `enforce` in a kernel-matrix
+/// guest, where QEMU emulates the CPU (scripts/kernel-matrix.sh).
+pub const START: Duration = Duration::from_secs(120);
+
 pub fn sockfilter() -> &'static str {
     env!("CARGO_BIN_EXE_sockfilter")
 }
@@ -155,18 +160,22 @@ impl Watch {
             seen: Vec::new(),
             stderr,
         };
-        w.wait_stderr(ready);
+        w.wait_stderr_within(ready, START);
         w
     }
 
     pub fn wait_stderr(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_stderr_within(needle, WAIT)
+    }
+
+    pub fn wait_stderr_within(&mut self, needle: &str, bound: Duration) -> String {
+        let deadline = Instant::now() + bound;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(_) => {}
-                Err(_) => panic!("watch did not print {needle:?} within {WAIT:?}"),
+                Err(_) => panic!("watch did not print {needle:?} within {bound:?}"),
             }
         }
     }
