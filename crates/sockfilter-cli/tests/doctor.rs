@@ -102,18 +102,22 @@ fn doctor_reports_what_this_kernel_is_known_to_offer() {
         "seccomp_user_notif",
         "seccomp_addfd_send",
         "unprivileged_userns",
+        "bpffs",
     ] {
         assert_eq!(found.get(id), Some(&Some(true)), "{id} on {release}");
     }
     for (id, available) in known_facts(&release) {
         assert_eq!(found.get(id), Some(&Some(available)), "{id} on {release}");
     }
-    // bpffs: doctor agrees with the mount table.
+    // bpffs: mounted afterwards (doctor mounts it, as enforce does).
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .any(|l| l.split(" - ").nth(1).is_some_and(|r| r.starts_with("bpf ")));
-    assert_eq!(found["bpffs"], Some(mounted));
+    assert!(
+        mounted,
+        "doctor says bpffs is available but none is mounted"
+    );
 }
 
 #[test]

@@ -44,6 +44,25 @@ pub(super) fn active_lsms() -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Where bpffs is mounted, mounting it at /sys/fs/bpf if nothing has (as
+/// enforce does before pinning).
+pub(super) fn bpffs() -> Result<String, String> {
+    if let Some(p) = mount_of("bpf") {
+        return Ok(format!("mounted at {p}"));
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bpffs is not mounted and mounting it at /sys/fs/bpf failed ({e})"))?;
+    Ok("was not mounted; mounted it at /sys/fs/bpf (as enforce does)".into())
+}
+
 /// tracefs's events directory, mounting tracefs where the kernel expects it
 /// if nothing has (the loader does the same before attaching).
 pub(super) fn tracefs_events() -> Result<std::path::PathBuf, String> {

@@ -52,7 +52,7 @@ pub enum Feature {
     SkStorage,
     /// A cgroup v2 hierarchy.
     Cgroup2,
-    /// bpffs (for pinning; sockfilter itself pins nothing).
+    /// bpffs, where enforce pins its programs and maps.
     Bpffs,
     /// sock_diag's `SOCK_DESTROY`.
     SockDiagDestroy,
@@ -177,7 +177,7 @@ impl Feature {
         match self {
             Btf | BtfTracepoints | SyscallTracepoints | Tracefs | CgroupSockHooks | SockOps
             | RingBuf | SkStorage | Cgroup2 => &[Watch, Enforce],
-            CgroupAddrHooks | SkLookup => &[Enforce],
+            CgroupAddrHooks | SkLookup | Bpffs => &[Enforce],
             SeccompUserNotif => &[Supervise],
             _ => &[],
         }
@@ -224,8 +224,8 @@ impl Feature {
                 "watch and enforce cannot start (each socket's owner is kept in it)"),
             Cgroup2 => ("cgroup2", "cgroup v2 hierarchy mounted",
                 "watch and enforce cannot start: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified)"),
-            Bpffs => ("bpffs", "bpffs mounted (/sys/fs/bpf)",
-                "nothing changes: sockfilter pins nothing; only tools that pin (bpftool) miss it"),
+            Bpffs => ("bpffs", "bpffs (mounted or mountable at /sys/fs/bpf)",
+                "enforce (and the daemon with a policy) cannot start: its programs and maps are pinned in bpffs so that enforcement outlives a crash"),
             SockDiagDestroy => ("sock_diag_destroy", "SOCK_DESTROY through sock_diag (CONFIG_INET_DIAG_DESTROY, tcp_diag, udp_diag)",
                 "enforce still refuses connections to a denied listener (sk_lookup) but cannot close it, nor a denied socket that already exists"),
             SocketIterators => ("bpf_iterators", "BPF socket iterators (iter/tcp, iter/udp)",

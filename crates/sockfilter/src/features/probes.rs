@@ -60,9 +60,9 @@ impl Prober {
                 Some(p) => Status::Available(format!("mounted at {}", p.display())),
                 None => Status::Missing("no cgroup2 mount in /proc/self/mountinfo".into()),
             },
-            Bpffs => match host::mount_of("bpf") {
-                Some(p) => Status::Available(format!("mounted at {p}")),
-                None => Status::Missing("no bpf filesystem in /proc/self/mountinfo".into()),
+            Bpffs => match host::bpffs() {
+                Ok(s) => Status::Available(s),
+                Err(e) => Status::Missing(e),
             },
             Tracefs => match host::tracefs_events() {
                 Ok(p) => Status::Available(format!("{}", p.display())),
