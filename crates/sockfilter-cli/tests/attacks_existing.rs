@@ -198,6 +198,21 @@ fn sockets_made_before_the_policy_are_judged_closed_and_reported() {
         "err ECONNABORTED",
         "the denied UDP socket is still open"
     );
+    // Destroyed, the socket keeps its explicitly bound port: it must still
+    // receive nothing, and its owner cannot make it receive again.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"x", ("127.0.0.1", udp_port)).unwrap();
+    assert_eq!(
+        a.run("s['u'].setsockopt(socket.SOL_SOCKET, 27, 0)"), // SO_DETACH_FILTER
+        "err EPERM",
+        "the owner removed the filter that keeps its denied UDP socket deaf"
+    );
+    sender.send_to(b"y", ("127.0.0.1", udp_port)).unwrap();
+    assert_eq!(
+        a.run("s['u'].recv(1)"),
+        "err EAGAIN",
+        "the denied UDP socket still receives datagrams"
+    );
     assert_eq!(
         until(&mut a, "s['in'].recv(1)", deadline, |r| r
             == "err ECONNRESET"),

@@ -17,8 +17,8 @@
 //! A socket that no process holds (a kernel socket, an orphaned connection
 //! closing down) is left alone: no hook decides such sockets either.
 
-use crate::destroy::{destroy, DestroyError, DestroyTarget};
-use sockfilter_model::event::{Event, EventKind, Owner, Verdict};
+use crate::destroy::{destroy_all, DestroyError, DestroyTarget};
+use sockfilter_model::event::{Event, EventKind, Owner, Proto, Verdict};
 use sockfilter_model::policy::{Operation, Policy, Subject};
 use std::collections::HashMap;
 
@@ -60,17 +60,37 @@ pub fn judge(policy: &Policy, events: &mut [Event]) {
 }
 
 /// Destroys every socket of `events` judged `deny`, each in its own network
-/// namespace, by cookie. Returns the failures, with their socket; a socket
+/// namespace, by cookie; a UDP socket also gets a locked drop-all filter
+/// ([`super::deafen`]). Returns the failures, with their socket; a socket
 /// that closed by itself meanwhile is not a failure.
 pub fn destroy_denied(events: &[Event]) -> Vec<(&Event, DestroyError)> {
-    events
+    let denied: Vec<&Event> = events
         .iter()
         .filter(|e| e.verdict == Verdict::Deny)
-        .filter_map(|e| match destroy(&DestroyTarget::from(e)) {
-            Ok(()) | Err(DestroyError::NotFound { .. }) => None,
-            Err(err) => Some((e, err)),
-        })
-        .collect()
+        .collect();
+    // A UDP socket first stops receiving (destroying it does not unbind an
+    // explicitly bound port, see deafen.rs).
+    let mut failed: Vec<(&Event, DestroyError)> = Vec::new();
+    for e in denied.iter().filter(|e| e.proto == Proto::Udp) {
+        if let Some(owner) = &e.owner {
+            if let Err(err) = super::deafen::deafen(owner.pid, e.socket) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    failed.push((e, DestroyError::Io(err)));
+                }
+            }
+        }
+    }
+    let targets: Vec<DestroyTarget> = denied.iter().map(|e| DestroyTarget::from(*e)).collect();
+    failed.extend(
+        denied
+            .into_iter()
+            .zip(destroy_all(&targets))
+            .filter_map(|(e, r)| match r {
+                Ok(()) | Err(DestroyError::NotFound { .. }) => None,
+                Err(err) => Some((e, err)),
+            }),
+    );
+    failed
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 
 pub mod agent;
 pub mod compile;
+pub mod deafen;
 pub mod existing;
 pub mod listeners;
 
