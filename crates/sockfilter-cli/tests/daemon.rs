@@ -358,15 +358,15 @@ fn history_answers_port_and_exe_after_a_restart_and_retention_removes_old_rows()
     );
     assert!(history(&db, &["--exe", "/nonexistent", "--json"]).is_empty());
     // By pid and command name: only that process's events.
-    let pid2 = l2.id().to_string();
-    let by_pid = history(&db, &["--pid", &pid2, "--json"]);
+    let pid2 = l2.id();
+    let by_pid = history(&db, &["--pid", &pid2.to_string(), "--json"]);
     assert!(
         by_pid.len() >= 3,
         "bind, listen and the UDP bind: {by_pid:?}"
     );
     assert!(by_pid
         .iter()
-        .all(|l| serde_json::from_str::<Value>(l).unwrap()["pid"].to_string() == pid2));
+        .all(|l| serde_json::from_str::<Value>(l).unwrap()["pid"] == pid2));
     let by_comm = history(&db, &["--comm", "python3", "--event", "listen", "--json"]);
     assert_eq!(by_comm.len(), 2, "one listen per run: {by_comm:?}");
     assert!(history(&db, &["--comm", "nosuchcomm"]).is_empty());
