@@ -61,7 +61,7 @@ cache=$target/kernel-matrix
 mkdir -p "$cache"
 
 echo "== building the test binaries (cargo test --no-run)"
-cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+cargo test --workspace --locked --no-run --message-format=json-render-diagnostics |
 	python3 "$here/test-binaries.py" ${tests[@]+"${tests[@]}"} >"$cache/binaries"
 for f in ${execs[@]+"${execs[@]}"}; do echo "exec/$(basename "$f") $f" >>"$cache/binaries"; done
 [ -s "$cache/binaries" ] || { echo "kernel-matrix: no test binary matches ${tests[*]}" >&2; exit 2; }
