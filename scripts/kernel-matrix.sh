@@ -81,7 +81,8 @@ unpack() {
 	local pkg=$1 dir=$cache/$1
 	if [ ! -d "$dir/boot" ]; then
 		mkdir -p "$cache/debs"
-		(cd "$cache/debs" && apt-get download -q "$pkg" >&2) ||
+		# As root into a root-owned directory: no sandbox user (_apt) needed.
+		(cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) ||
 			{ echo "kernel-matrix: apt-get download $pkg failed (is apt-get update done?)" >&2; return 1; }
 		rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
 		dpkg -x "$cache/debs/${pkg}"_*.deb "$dir.tmp" && mv "$dir.tmp" "$dir"
