@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * Enforcement-only hooks, attached by `sockfilter enforce`: bind, connect and
- * UDP sendmsg decided before the kernel acts (EPERM), and socket lookup,
+ * Enforcement hooks, attached by `sockfilter enforce`: bind, connect and
+ * UDP sendmsg decided before the kernel acts (EPERM; sendmsg is also
+ * attached by watch, to report new UDP destinations), and socket lookup,
  * which refuses inbound connections to denied listeners or from denied peers.
  */
 #ifndef SOCKFILTER_ENFORCE_H
@@ -141,17 +142,23 @@ int sf_connect4(struct bpf_sock_addr *ctx) { return connect_hook(ctx, 0); }
 SEC("cgroup/connect6")
 int sf_connect6(struct bpf_sock_addr *ctx) { return connect_hook(ctx, 1); }
 
-/* sendto()/sendmsg() with a destination on a UDP socket: decided per
- * datagram; reported as a `connect` when the destination is new for the
- * socket (one of the last four it sent to). */
+/* sendto()/sendmsg()/sendmmsg() with a destination on a UDP socket, from
+ * any path (also 32-bit calls and io_uring sends): decided per datagram
+ * under enforce; reported as a `connect` when the destination is new for
+ * the socket (not one of the last four it sent to), under watch too. */
 static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
 {
-	if (!cfg_enforce || ctx->protocol != IPPROTO_UDP)
+	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
 	struct sf_proc cur;
 	struct sf_subject sub = {};
 	struct sf_decision d = {};
-	decide_sock_addr(ctx, v6, SF_OP_CONNECT, 1, &cur, &sub, &d, 1);
+	if (cfg_enforce) {
+		decide_sock_addr(ctx, v6, SF_OP_CONNECT, 1, &cur, &sub, &d, 1);
+	} else {
+		sub.op = SF_OP_CONNECT;
+		subject_from_addr(&sub, ctx, v6, 1);
+	}
 	int allow = d.verdict != SF_V_DENY;
 
 	struct sf_owner *o = owner_storage(ctx->sk, 1);
@@ -166,6 +173,8 @@ static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
 		o->udp_dst[n].port = sub.remote_port;
 		o->udp_next = (n + 1) & 3;
 	}
+	if (!cfg_enforce)
+		owner_from_current(&cur); /* read only for a datagram that is reported */
 	report_sock_addr(SF_CONNECT, ctx, v6, 1, &cur, &sub, &d);
 	return allow;
 }

@@ -114,7 +114,13 @@ struct cgroup {
 } __core;
 struct css_set { struct cgroup *dfl_cgrp; } __core;
 
+/* x86: TS_COMPAT in status while a 32-bit system call runs. */
+struct thread_info { __u32 status; } __core;
+
 struct task_struct {
+	struct thread_info thread_info;
+	unsigned int flags;
+	struct task_struct *group_leader;
 	int pid;
 	int tgid;
 	char comm[16];
@@ -128,7 +134,53 @@ struct task_struct {
 struct linux_binprm { struct file *file; } __core;
 
 /* The registers a task entered the kernel with (x86-64: di is a system
- * call's first argument). */
-struct pt_regs { unsigned long di; } __core;
+ * call's first argument, orig_ax its number; ia32: bx and cx the first two
+ * arguments). */
+struct pt_regs {
+	unsigned long di;
+	unsigned long bx;
+	unsigned long cx;
+	unsigned long orig_ax;
+} __core;
+
+/* io_uring (uring.h). */
+struct io_uring_cqe {
+	__u64 user_data;
+	__s32 res;
+	__u32 flags;
+} __core;
+struct io_cqe {
+	__u64 user_data;
+	__s32 fd;              /* at submission: the SQE's fd (later its flags) */
+} __core;
+struct io_ring_ctx;
+struct io_kiocb {
+	struct file *file;
+	__u8 opcode;
+	__u32 flags;           /* io_req_flags_t: the low half holds REQ_F_FIXED_FILE */
+	struct io_cqe cqe;
+	struct io_ring_ctx *ctx;
+} __core;
+/* The accept's own part of its io_kiocb (io_uring/net.c). */
+struct io_accept {
+	int iou_flags;         /* 6.10+: IORING_ACCEPT_MULTISHOT */
+	__u32 file_slot;       /* accept into a fixed file: slot + 1, or IORING_FILE_INDEX_ALLOC */
+} __core;
+/* Fixed files, 6.13+: file_table.data.nodes[slot]->file_ptr. */
+struct io_rsrc_node { unsigned long file_ptr; } __core;
+struct io_rsrc_data {
+	unsigned int nr;
+	struct io_rsrc_node **nodes;
+} __core;
+/* Fixed files before 6.13: file_table.files[slot].file_ptr. */
+struct io_fixed_file { unsigned long file_ptr; } __core;
+struct io_file_table {
+	struct io_rsrc_data data;
+	struct io_fixed_file *files;
+} __core;
+struct io_ring_ctx {
+	struct io_file_table file_table;
+	unsigned int nr_user_files;
+} __core;
 
 #endif

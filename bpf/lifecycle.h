@@ -289,24 +289,30 @@ int BPF_PROG(sf_tcp_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
+/* The TCP (IPv4 or IPv6) socket behind the calling task's `fd`, or NULL. */
+static __always_inline struct sock *tcp_sock_at(long fd, unsigned short *family)
 {
-	if (ctx->ret < 0 || !in_watched_cgroup())
-		return 0;
-	struct sock *sk = sock_from_fd(ctx->ret);
+	struct sock *sk = sock_from_fd(fd);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
+		return NULL;
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (*family != AF_INET && *family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+/* The accept of `sk` (a TCP socket reached through its new fd) by `cur`,
+ * the process that took it off the queue, whichever way it did: accept()
+ * and accept4() of 64- and 32-bit processes, io_uring accepts (uring.h).
+ * `lsk`: the listening socket, NULL when unknown. */
+static __always_inline void report_accept(struct sock *sk, unsigned short family,
+					  struct sock *lsk, const struct sf_proc *cur)
+{
 	struct sf_event *e = event_reserve(SF_ACCEPT, bpf_ktime_get_boot_ns());
 	if (!e)
-		return 0;
-	struct sf_proc cur;
-	owner_from_current(&cur);
-	event_set_owner(e, &cur);
+		return;
+	event_set_owner(e, cur);
 	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	struct sock *lsk = sock_from_fd(syscall_arg0());
 	if (lsk)
 		e->listener_cookie = BPF_CORE_READ(lsk, __sk_common.skc_cookie.counter);
 	e->protocol = IPPROTO_TCP;
@@ -328,9 +334,22 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
 		}
 		event_set_decision(e, &d);
 	}
-	if (bpf_map_update_elem(&accept_owner, &e->cookie, &cur, BPF_ANY))
+	if (bpf_map_update_elem(&accept_owner, &e->cookie, cur, BPF_ANY))
 		count(SF_CNT_ACCEPTED_FULL);
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int accept_exit(struct sys_exit_ctx *ctx)
+{
+	if (ctx->ret < 0 || !in_watched_cgroup())
+		return 0;
+	unsigned short family;
+	struct sock *sk = tcp_sock_at(ctx->ret, &family);
+	if (!sk)
+		return 0;
+	struct sf_proc cur;
+	owner_from_current(&cur);
+	report_accept(sk, family, sock_from_fd(syscall_arg0()), &cur);
 	return 0;
 }
 
@@ -339,8 +358,42 @@ int sf_exit_accept(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int sf_exit_accept4(struct sys_exit_ctx *ctx) { return accept_exit(ctx); }
 
-/* UDP connect(): TCP connects are reported by sockops, which also sees
- * connects that do not come from connect() (TCP fast open). */
+/* A successful connect() of the UDP socket `sk` by `cur`, whichever way it
+ * was made (64- or 32-bit connect(), io_uring). TCP connects are reported by
+ * sockops, which also sees connects that do not come from connect() (TCP
+ * fast open). */
+static __always_inline void report_udp_connect(struct sock *sk, const struct sf_proc *cur)
+{
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return;
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	struct sf_event *e = event_reserve(SF_CONNECT, bpf_ktime_get_boot_ns());
+	if (!e)
+		return;
+	event_set_owner(e, cur);
+	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	e->protocol = IPPROTO_UDP;
+	addrs_from_sock(e, sk, family);
+	if (e->remote_port == 0) { /* connect(AF_UNSPEC): a disconnect */
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	if (cfg_enforce) {
+		/* Decided (and counted) in connect4/6; recomputed to name it. */
+		struct sf_decision d = {};
+		struct sf_subject sub = {};
+		subject_from_event(&sub, e, SF_OP_CONNECT);
+		sub.has_local = 0;
+		subject_set_owner(&sub, cur);
+		decide(&sub, &d, 0, NULL);
+		event_set_decision(e, &d);
+	}
+	remember_udp(e);
+	bpf_ringbuf_submit(e, 0);
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sf_exit_connect(struct sys_exit_ctx *ctx)
 {
@@ -349,34 +402,9 @@ int sf_exit_connect(struct sys_exit_ctx *ctx)
 	struct sock *sk = sock_from_fd(syscall_arg0());
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
-	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	struct sf_event *e = event_reserve(SF_CONNECT, bpf_ktime_get_boot_ns());
-	if (!e)
-		return 0;
 	struct sf_proc cur;
 	owner_from_current(&cur);
-	event_set_owner(e, &cur);
-	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	e->protocol = IPPROTO_UDP;
-	addrs_from_sock(e, sk, family);
-	if (e->remote_port == 0) { /* connect(AF_UNSPEC): a disconnect */
-		bpf_ringbuf_discard(e, 0);
-		return 0;
-	}
-	if (cfg_enforce) {
-		/* Decided (and counted) in connect4/6; recomputed to name it. */
-		struct sf_decision d = {};
-		struct sf_subject sub = {};
-		subject_from_event(&sub, e, SF_OP_CONNECT);
-		sub.has_local = 0;
-		subject_set_owner(&sub, &cur);
-		decide(&sub, &d, 0, NULL);
-		event_set_decision(e, &d);
-	}
-	remember_udp(e);
-	bpf_ringbuf_submit(e, 0);
+	report_udp_connect(sk, &cur);
 	return 0;
 }
 

@@ -124,6 +124,18 @@ struct sys_exit_ctx {
 	long ret;
 };
 
+/* The socket of an open file, NULL if it is not one. */
+static __always_inline struct sock *sock_of_file(struct file *f)
+{
+	if (!f)
+		return NULL;
+	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(so, sk);
+}
+
 /* The socket behind one of the calling task's fds. The task and its fd
  * table are BTF pointers (plain loads); from the fd array on, the pointers
  * are untyped to the verifier and each step is a probe read. */
@@ -137,13 +149,7 @@ static __always_inline struct sock *sock_from_fd(long fd)
 	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return NULL;
-	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *so = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(so, sk);
+	return sock_of_file(f);
 }
 
 /* The system call's first argument (accept's listening fd, connect's fd).

@@ -9,6 +9,9 @@
  *   connect  sockops TCP_CONNECT_CB   TCP, process context, ephemeral port known
  *            sys_exit_connect         UDP connect()
  *   accept   sys_exit_accept(4)       in the accepting process
+ *            tp_btf sys_exit          32-bit (ia32) accept, UDP connect
+ *            tp_btf io_uring_complete io_uring accept (also multishot:
+ *                                     io_uring_submit_req), UDP connect
  *   close    tp_btf inet_sock_set_state -> TCP_CLOSE   (TCP, any context)
  *            cgroup/sock_release                        (UDP, if bound)
  *
@@ -37,6 +40,8 @@ char LICENSE[] SEC("license") = "GPL";
 #include "listeners.h"
 #include "socket.h"
 #include "lifecycle.h"
+#include "compat.h"
+#include "uring.h"
 #include "enforce.h"
 #include "lsm.h"
 

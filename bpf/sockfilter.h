@@ -243,6 +243,7 @@ enum sf_counter {
 	SF_CNT_EXE_FULL = 3,           /* processes whose executable was not kept: map full */
 	SF_CNT_ACCEPTED_FULL = 4,      /* accepted sockets whose owner was not kept: map full */
 	SF_CNT_UDP_FULL = 5,           /* UDP sockets whose endpoints were not kept: map full */
+	SF_CNT_URING_FULL = 6,         /* io_uring multishot accepts not followed: map full */
 	SF_CNT_MAX = 8,
 };
 

@@ -84,6 +84,9 @@ pub const COUNTER_ACCEPTED_FULL: u32 = 4;
 /// Index of the counter of UDP sockets whose endpoints the kernel could not
 /// keep (map full).
 pub const COUNTER_UDP_FULL: u32 = 5;
+/// Index of the counter of io_uring multishot accepts the kernel could not
+/// follow (map full): their connections are not reported as accepts.
+pub const COUNTER_URING_FULL: u32 = 6;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;

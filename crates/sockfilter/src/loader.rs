@@ -123,8 +123,15 @@ enum HookKind {
     SockAddrUnlessLsm,
     /// BPF LSM hooks: enforcement only, where `bpf` is an active LSM.
     Lsm(&'static str),
+    /// cgroup sock_addr hooks that also report (UDP sends to a new
+    /// destination): attached by watch and enforce alike.
+    SockAddrReport,
     SockOps,
     TpBtf(&'static str),
+    /// A tp_btf hook on a tracepoint that some kernels are built without
+    /// (io_uring's, absent with CONFIG_IO_URING=n): skipped there, since
+    /// nothing can then take that path.
+    TpBtfIfPresent(&'static str),
     TracePoint(&'static str, &'static str),
 }
 
@@ -226,15 +233,35 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         program: "sf_sendmsg4",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrReport,
         what: "cgroup/sendmsg4",
     },
     Hook {
         program: "sf_sendmsg6",
-        kind: HookKind::SockAddr,
+        kind: HookKind::SockAddrReport,
         what: "cgroup/sendmsg6",
     },
+    Hook {
+        program: "sf_uring_submit",
+        kind: HookKind::TpBtfIfPresent("io_uring_submit_req"),
+        what: "tp_btf/io_uring_submit_req",
+    },
+    Hook {
+        program: "sf_uring_complete",
+        kind: HookKind::TpBtfIfPresent("io_uring_complete"),
+        what: "tp_btf/io_uring_complete",
+    },
 ];
+
+/// Hooks of one architecture: 32-bit system calls on x86_64 (bpf/compat.h).
+#[cfg(target_arch = "x86_64")]
+const ARCH_HOOKS: &[Hook] = &[Hook {
+    program: "sf_compat_exit",
+    kind: HookKind::TpBtf("sys_exit"),
+    what: "tp_btf/sys_exit (32-bit system calls)",
+}];
+#[cfg(not(target_arch = "x86_64"))]
+const ARCH_HOOKS: &[Hook] = &[];
 
 impl Probe {
     /// Loads the object and attaches every program: process tracking first,
@@ -307,11 +334,12 @@ impl Probe {
 
         let mut attached = Vec::new();
         let mut links = Vec::new();
-        for hook in HOOKS {
+        for hook in HOOKS.iter().chain(ARCH_HOOKS) {
             let wanted = match hook.kind {
                 HookKind::SockAddr => opts.enforce,
                 HookKind::SockAddrUnlessLsm => opts.enforce && !globals.lsm,
                 HookKind::Lsm(_) => globals.lsm,
+                HookKind::TpBtfIfPresent(name) => tracepoint_exists(btf, name),
                 _ => true,
             };
             if !wanted {
@@ -378,6 +406,7 @@ impl Probe {
             .map_err(|e| LoadError::Pinned(format!("program sf_sk_lookup: {}", error_chain(&e))))?;
         let attached = HOOKS
             .iter()
+            .chain(ARCH_HOOKS)
             .map(|h| h.program)
             .filter(|p| scope.program_path(p).exists())
             .collect();
@@ -532,7 +561,7 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
             let id = p.attach().map_err(|x| e(&x))?;
             Ok(FdLink::from(p.take_link(id).map_err(|x| e(&x))?))
         }
-        HookKind::SockAddr | HookKind::SockAddrUnlessLsm => {
+        HookKind::SockAddr | HookKind::SockAddrUnlessLsm | HookKind::SockAddrReport => {
             let p: &mut CgroupSockAddr = prog.try_into().map_err(|x| e(&x))?;
             p.load().map_err(|x| e(&x))?;
             let id = p
@@ -548,7 +577,7 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
                 .map_err(|x| e(&x))?;
             FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }
-        HookKind::TpBtf(name) => {
+        HookKind::TpBtf(name) | HookKind::TpBtfIfPresent(name) => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|x| e(&x))?;
             p.load(name, btf).map_err(|x| e(&x))?;
             let id = p.attach().map_err(|x| e(&x))?;
@@ -562,6 +591,12 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
         }
     };
     link.map_err(|x| format!("the kernel gave no BPF link ({})", e(&x)))
+}
+
+/// Whether the kernel has tracepoint `name` (its `btf_trace_NAME` type).
+fn tracepoint_exists(btf: &Btf, name: &str) -> bool {
+    btf.id_by_type_name_kind(&format!("btf_trace_{name}"), aya_obj::btf::BtfKind::Typedef)
+        .is_ok()
 }
 
 /// The object's read-only globals (`const volatile cfg_*` in bpf/).

@@ -295,3 +295,31 @@ pub fn fastbind(dir: &Path) -> std::path::PathBuf {
     run(Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src));
     bin
 }
+
+/// Compiles the C program `tests/fixtures/NAME.c` into `dir/NAME` with `cc`
+/// and `flags` (`-m32` for a 32-bit program: needs gcc-multilib).
+pub fn c_fixture(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.c"));
+    let bin = dir.join(name);
+    let out = Command::new("cc")
+        .args(flags)
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cc: {e}"));
+    assert!(
+        out.status.success(),
+        "cc {flags:?} {} failed{}:\n{}",
+        src.display(),
+        if flags.contains(&"-m32") {
+            " (a 32-bit toolchain is needed: apt-get install gcc-multilib)"
+        } else {
+            ""
+        },
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}

@@ -1,0 +1,218 @@
+//! Every way of making a socket operation is reported: io_uring accept
+//! (single and multishot), bind, listen and UDP connect; accept and connect
+//! of 32-bit (ia32) processes; UDP sends to new destinations batched with
+//! sendmmsg; and a denied io_uring bind fails with EPERM under enforce. Each
+//! path is driven by a small C program (tests/fixtures/) using the raw
+//! system calls, run in its own cgroup under a real `sockfilter watch`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn socket(v: &Value) -> u64 {
+    v["socket"].as_u64().unwrap()
+}
+
+fn endpoint(v: &Value, side: &str) -> (String, u64) {
+    (
+        v[side]["ip"].as_str().unwrap_or("").to_string(),
+        port_of(v, side),
+    )
+}
+
+fn loopback(port: u64) -> (String, u64) {
+    ("127.0.0.1".to_string(), port)
+}
+
+/// A scratch directory for one test's fixture binaries, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("sf-paths-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a fixture with `args` in `cg`; returns it (it waits on stdin,
+/// holding its sockets, until dropped) and the numbers of its ready line.
+fn start(cg: &TestCgroup, bin: &PathBuf, args: &[&str]) -> (Proc, Vec<i64>) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let (p, line, _out) = spawn_ready(cg, cmd);
+    assert!(!line.starts_with("not supported"), "{line}");
+    let nums = line
+        .split_whitespace()
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|_| panic!("{bin:?} printed {line:?}"))
+        })
+        .collect();
+    (p, nums)
+}
+
+/// The `accept` events of `pid` from listener `listen` with these peers,
+/// each checked for the accepting pid, the listener and both endpoints.
+fn expect_accepts(w: &mut Watch, pid: u32, listen: &Value, peers: &[u64]) {
+    let port = port_of(listen, "local");
+    for &peer in peers {
+        let a = w.expect(&format!("accept of peer port {peer}"), |v| {
+            is(v, "accept", pid) && port_of(v, "remote") == peer
+        });
+        assert_eq!(a["listener"], listen["socket"], "{a}");
+        assert_eq!(endpoint(&a, "local"), loopback(port), "{a}");
+        assert_eq!(endpoint(&a, "remote"), loopback(peer), "{a}");
+        assert_eq!(a["proto"], "tcp");
+        assert_ne!(socket(&a), socket(listen));
+        assert_eq!(a["comm"], "uring_ops", "{a}");
+    }
+}
+
+#[test]
+fn io_uring_accept_is_reported_with_pid_listener_and_endpoints() {
+    let dir = Scratch::new("accept");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-accept");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start(&cg, &bin, &["accept"]);
+    let (port, cport) = (n[0] as u64, n[1] as u64);
+    let listen = w.expect("listen", |v| {
+        is(v, "listen", p.pid()) && port_of(v, "local") == port
+    });
+    expect_accepts(&mut w, p.pid(), &listen, &[cport]);
+}
+
+#[test]
+fn io_uring_multishot_accept_reports_each_connection() {
+    let dir = Scratch::new("multishot");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-multishot");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start(&cg, &bin, &["multishot", "4"]);
+    let port = n[0] as u64;
+    let peers: Vec<u64> = n[1..].iter().map(|&x| x as u64).collect();
+    assert_eq!(peers.len(), 4);
+    let listen = w.expect("listen", |v| {
+        is(v, "listen", p.pid()) && port_of(v, "local") == port
+    });
+    expect_accepts(&mut w, p.pid(), &listen, &peers);
+    let accepts = w.expect_count("accepts", 4, |v| is(v, "accept", p.pid()));
+    assert_eq!(accepts.len(), 4, "one accept per connection: {accepts:?}");
+}
+
+#[test]
+fn io_uring_udp_connect_is_reported() {
+    let dir = Scratch::new("udpconnect");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-udpconnect");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start(&cg, &bin, &["udpconnect", "9"]);
+    assert_eq!(n[0], 0, "IORING_OP_CONNECT failed: {n:?}");
+    let c = w.expect("udp connect", |v| is(v, "connect", p.pid()));
+    assert_eq!(c["proto"], "udp");
+    assert_eq!(endpoint(&c, "remote"), loopback(9), "{c}");
+    assert_eq!(endpoint(&c, "local"), loopback(n[1] as u64), "{c}");
+}
+
+#[test]
+fn io_uring_bind_and_listen_are_reported() {
+    let dir = Scratch::new("bindlisten");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-bindlisten");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start(&cg, &bin, &["bindlisten", "0"]);
+    assert_eq!((n[0], n[1]), (0, 0), "IORING_OP_BIND/LISTEN failed: {n:?}");
+    let port = n[2] as u64;
+    let bind = w.expect("bind", |v| is(v, "bind", p.pid()));
+    assert_eq!(endpoint(&bind, "local"), loopback(port), "{bind}");
+    assert_eq!(bind["proto"], "tcp");
+    let listen = w.expect("listen", |v| is(v, "listen", p.pid()));
+    assert_eq!(endpoint(&listen, "local"), loopback(port), "{listen}");
+    assert_eq!(listen["backlog"], 9, "{listen}");
+    assert_eq!(socket(&listen), socket(&bind));
+}
+
+#[test]
+fn a_denied_io_uring_bind_fails_with_eperm_under_enforce() {
+    let dir = Scratch::new("enforce");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy = dir.0.join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "default = \"allow\"\n[[rule]]\nname = \"no-uring-port\"\naction = \"deny\"\n\
+             on = [\"bind\"]\nlocal_port = [{port}]\n"
+        ),
+    )
+    .unwrap();
+    let cg = TestCgroup::new("paths-uring-enforce");
+    let mut w = Watch::enforce(&cg, &policy);
+    let (p, n) = start(&cg, &bin, &["bindlisten", &port.to_string()]);
+    assert_eq!(n[0], -(libc::EPERM as i64), "IORING_OP_BIND result: {n:?}");
+    let ev = w.expect("denied bind", |v| is(v, "bind", p.pid()));
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+    assert_eq!(ev["rule"], "no-uring-port", "{ev}");
+    assert_eq!(endpoint(&ev, "local"), loopback(port.into()), "{ev}");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the denied port stays free");
+}
+
+#[test]
+fn ia32_accept_and_udp_connect_are_reported() {
+    let dir = Scratch::new("ia32");
+    let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
+    let cg = TestCgroup::new("paths-ia32");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+
+    let (p, n) = start(&cg, &bin, &["accept"]);
+    let (port, cport) = (n[0] as u64, n[1] as u64);
+    let listen = w.expect("listen", |v| is(v, "listen", p.pid()));
+    assert_eq!(port_of(&listen, "local"), port);
+    let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
+    assert_eq!(a["listener"], listen["socket"], "{a}");
+    assert_eq!(endpoint(&a, "local"), loopback(port), "{a}");
+    assert_eq!(endpoint(&a, "remote"), loopback(cport), "{a}");
+    assert_eq!(a["comm"], "ia32_ops");
+
+    let (q, n) = start(&cg, &bin, &["udpconnect", "9"]);
+    assert_eq!(n[0], 0, "connect failed: {n:?}");
+    let c = w.expect("32-bit udp connect", |v| is(v, "connect", q.pid()));
+    assert_eq!(c["proto"], "udp");
+    assert_eq!(endpoint(&c, "remote"), loopback(9), "{c}");
+    assert_eq!(endpoint(&c, "local"), loopback(n[1] as u64), "{c}");
+}
+
+#[test]
+fn udp_sendmmsg_to_two_new_destinations_reports_two_connects() {
+    let dir = Scratch::new("sendmmsg");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-sendmmsg");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start(&cg, &bin, &["sendmmsg", "9", "13"]);
+    assert_eq!(n[0], 2, "sendmmsg sent {n:?}");
+    let connects = w.expect_count("two udp connects", 2, |v| is(v, "connect", p.pid()));
+    let mut remotes: Vec<(String, u64)> = connects.iter().map(|c| endpoint(c, "remote")).collect();
+    remotes.sort();
+    assert_eq!(remotes, vec![loopback(9), loopback(13)]);
+    for c in &connects {
+        assert_eq!(c["proto"], "udp");
+        assert_eq!(port_of(c, "local"), n[1] as u64, "{c}");
+        assert_eq!(c["verdict"], "allow", "{c}");
+        assert_eq!(socket(c), socket(&connects[0]), "one socket");
+    }
+}
