@@ -116,8 +116,6 @@ struct Hook {
 
 enum HookKind {
     Cgroup,
-    /// cgroup sock_addr hooks: enforcement only.
-    SockAddr,
     /// cgroup sock_addr hooks that BPF LSM hooks replace where `bpf` is an
     /// active LSM: enforcement only.
     SockAddrUnlessLsm,
@@ -336,7 +334,6 @@ impl Probe {
         let mut links = Vec::new();
         for hook in HOOKS.iter().chain(ARCH_HOOKS) {
             let wanted = match hook.kind {
-                HookKind::SockAddr => opts.enforce,
                 HookKind::SockAddrUnlessLsm => opts.enforce && !globals.lsm,
                 HookKind::Lsm(_) => globals.lsm,
                 HookKind::TpBtfIfPresent(name) => tracepoint_exists(btf, name),
@@ -561,7 +558,7 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
             let id = p.attach().map_err(|x| e(&x))?;
             Ok(FdLink::from(p.take_link(id).map_err(|x| e(&x))?))
         }
-        HookKind::SockAddr | HookKind::SockAddrUnlessLsm | HookKind::SockAddrReport => {
+        HookKind::SockAddrUnlessLsm | HookKind::SockAddrReport => {
             let p: &mut CgroupSockAddr = prog.try_into().map_err(|x| e(&x))?;
             p.load().map_err(|x| e(&x))?;
             let id = p
