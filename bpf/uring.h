@@ -11,8 +11,11 @@
  *
  * A multishot accept posts one completion per connection without naming its
  * request, only the ring and the SQE's user_data; so multishot accepts are
- * remembered at submission (tp_btf/io_uring_submit_req) by ring and
- * user_data, with their listening fd, until their final completion.
+ * remembered at submission (tp_btf/io_uring_submit_req, io_uring_submit_sqe
+ * before 6.0) by ring and user_data, with their listening fd, until their
+ * final completion. The tracepoints' names and arguments changed between
+ * kernels: each has a program per form, and the loader attaches the one
+ * that loads.
  */
 #ifndef SOCKFILTER_URING_H
 #define SOCKFILTER_URING_H
@@ -107,19 +110,20 @@ static __always_inline void uring_accepted(struct io_ring_ctx *ctx, __s32 res, _
 	report_accept(sk, family, lsk, &cur);
 }
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(sf_uring_submit, struct io_kiocb *req)
+/* A submitted accept that is multishot, remembered for its completions. */
+static __always_inline void uring_submitted(struct io_kiocb *req)
 {
 	if (req->opcode != IORING_OP_ACCEPT)
-		return 0;
+		return;
 	struct io_accept *acc = (struct io_accept *)req;
 	/* Before 6.10 the SQE's multishot flag is not kept where it can be
-	 * read: every accept is remembered then. */
+	 * read (only as a REQ_F_ bit whose number changes between versions):
+	 * every accept is remembered then. */
 	if (bpf_core_field_exists(acc->iou_flags) &&
 	    !(BPF_CORE_READ(acc, iou_flags) & IORING_ACCEPT_MULTISHOT))
-		return 0;
+		return;
 	if (!in_watched_cgroup())
-		return 0;
+		return;
 	struct uring_key k = { .ctx = (__u64)req->ctx, .user_data = req->cqe.user_data };
 	struct uring_accept a = {
 		.fd = req->cqe.fd,
@@ -128,55 +132,82 @@ int BPF_PROG(sf_uring_submit, struct io_kiocb *req)
 	};
 	if (bpf_map_update_elem(&uring_accepts, &k, &a, BPF_ANY))
 		count(SF_CNT_URING_FULL);
+}
+
+/* 6.0+ */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(sf_uring_submit, struct io_kiocb *req)
+{
+	uring_submitted(req);
 	return 0;
 }
 
-/* `req` is declared void * by the tracepoint (it is NULL for a multishot
- * request's completions), so it is read with probe reads. */
-SEC("tp_btf/io_uring_complete")
-int BPF_PROG(sf_uring_complete, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+/* Before 6.0 (Debian 12's 6.1 still has this name). */
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(sf_uring_submit_sqe, struct io_kiocb *req, _Bool force_nonblock)
 {
-	__s32 res = cqe->res;
+	uring_submitted(req);
+	return 0;
+}
+
+/* A completion posted to ring `ring`: of request `req` (read with probe
+ * reads: the tracepoint declares it void *), or, when `req` is NULL, of a
+ * multishot request, known only by its user_data. */
+static __always_inline void uring_completed(struct io_ring_ctx *ring, void *req, __u64 user_data,
+					    __s32 res, __u32 flags)
+{
 	if (req) {
 		struct io_kiocb *r = req;
 		__u8 op = BPF_CORE_READ(r, opcode);
 		if (op == IORING_OP_ACCEPT) {
-			struct uring_key k = { .ctx = (__u64)ring, .user_data = cqe->user_data };
+			struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
 			bpf_map_delete_elem(&uring_accepts, &k); /* the final completion */
 			if (res < 0 || !in_watched_cgroup())
-				return 0;
+				return;
 			__u32 slot = BPF_CORE_READ((struct io_accept *)r, file_slot);
 			uring_accepted(ring, res, slot, sock_of_file(BPF_CORE_READ(r, file)));
 		} else if (op == IORING_OP_CONNECT) {
 			if (res != 0 || !in_watched_cgroup())
-				return 0;
+				return;
 			struct sock *sk = sock_of_file(BPF_CORE_READ(r, file));
 			if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
-				return 0;
+				return;
 			struct sf_proc cur;
 			uring_owner(&cur);
 			report_udp_connect(sk, &cur);
 		}
-		return 0;
+		return;
 	}
-	/* A completion of a multishot request: an accept's has F_MORE and
-	 * never a buffer (multishot receives always have one). */
-	__u32 flags = cqe->flags;
+	/* A multishot accept's completion has F_MORE and never a buffer
+	 * (multishot receives always have one). */
 	if (res < 0 || !(flags & IORING_CQE_F_MORE) || (flags & IORING_CQE_F_BUFFER))
-		return 0;
-	struct uring_key k = { .ctx = (__u64)ring, .user_data = cqe->user_data };
+		return;
+	struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
 	struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &k);
 	if (!a || !in_watched_cgroup())
-		return 0;
-	struct file *lf = NULL;
+		return;
 	struct sock *lsk;
-	if (a->fixed_listener) {
-		lf = uring_fixed_file(ring, a->fd);
-		lsk = sock_of_file(lf);
-	} else {
+	if (a->fixed_listener)
+		lsk = sock_of_file(uring_fixed_file(ring, a->fd));
+	else
 		lsk = sock_from_fd(a->fd);
-	}
 	uring_accepted(ring, res, a->file_slot, lsk);
+}
+
+/* The tracepoint's arguments in newer kernels (6.18): the CQE as posted. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(sf_uring_complete, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+{
+	uring_completed(ring, req, cqe->user_data, cqe->res, cqe->flags);
+	return 0;
+}
+
+/* Its arguments in older ones (6.1, 6.12): the CQE's fields one by one. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(sf_uring_complete_fields, void *ring, void *req, __u64 user_data, int res,
+	     unsigned int cflags, __u64 extra1, __u64 extra2)
+{
+	uring_completed(ring, req, user_data, res, cflags);
 	return 0;
 }
 

@@ -126,10 +126,6 @@ enum HookKind {
     SockAddrReport,
     SockOps,
     TpBtf(&'static str),
-    /// A tp_btf hook on a tracepoint that some kernels are built without
-    /// (io_uring's, absent with CONFIG_IO_URING=n): skipped there, since
-    /// nothing can then take that path.
-    TpBtfIfPresent(&'static str),
     TracePoint(&'static str, &'static str),
 }
 
@@ -239,16 +235,37 @@ const HOOKS: &[Hook] = &[
         kind: HookKind::SockAddrReport,
         what: "cgroup/sendmsg6",
     },
-    Hook {
-        program: "sf_uring_submit",
-        kind: HookKind::TpBtfIfPresent("io_uring_submit_req"),
-        what: "tp_btf/io_uring_submit_req",
-    },
-    Hook {
-        program: "sf_uring_complete",
-        kind: HookKind::TpBtfIfPresent("io_uring_complete"),
-        what: "tp_btf/io_uring_complete",
-    },
+];
+
+/// io_uring's tracepoints (bpf/uring.h), whose names and arguments changed
+/// between kernels: per group, the first program whose tracepoint exists
+/// and that loads is attached. A kernel built without io_uring has none of
+/// them, and nothing can take that path there.
+const URING_HOOKS: &[&[Hook]] = &[
+    &[
+        Hook {
+            program: "sf_uring_submit",
+            kind: HookKind::TpBtf("io_uring_submit_req"),
+            what: "tp_btf/io_uring_submit_req",
+        },
+        Hook {
+            program: "sf_uring_submit_sqe",
+            kind: HookKind::TpBtf("io_uring_submit_sqe"),
+            what: "tp_btf/io_uring_submit_sqe",
+        },
+    ],
+    &[
+        Hook {
+            program: "sf_uring_complete",
+            kind: HookKind::TpBtf("io_uring_complete"),
+            what: "tp_btf/io_uring_complete (ctx, req, cqe)",
+        },
+        Hook {
+            program: "sf_uring_complete_fields",
+            kind: HookKind::TpBtf("io_uring_complete"),
+            what: "tp_btf/io_uring_complete (ctx, req, user_data, res, cflags, ...)",
+        },
+    ],
 ];
 
 /// Hooks of one architecture: 32-bit system calls on x86_64 (bpf/compat.h).
@@ -336,7 +353,6 @@ impl Probe {
             let wanted = match hook.kind {
                 HookKind::SockAddrUnlessLsm => opts.enforce && !globals.lsm,
                 HookKind::Lsm(_) => globals.lsm,
-                HookKind::TpBtfIfPresent(name) => tracepoint_exists(btf, name),
                 _ => true,
             };
             if !wanted {
@@ -354,6 +370,12 @@ impl Probe {
                 // exec and fork tracking is live: record the processes that
                 // already exist (never overwriting what exec just recorded).
                 seed_executables(&mut bpf);
+            }
+        }
+        for group in URING_HOOKS {
+            if let Some((hook, link)) = attach_first(&mut bpf, group, btf, &cgroup)? {
+                links.push(link);
+                attached.push(hook.program);
             }
         }
         if opts.enforce {
@@ -404,6 +426,7 @@ impl Probe {
         let attached = HOOKS
             .iter()
             .chain(ARCH_HOOKS)
+            .chain(URING_HOOKS.iter().copied().flatten())
             .map(|h| h.program)
             .filter(|p| scope.program_path(p).exists())
             .collect();
@@ -574,7 +597,7 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
                 .map_err(|x| e(&x))?;
             FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }
-        HookKind::TpBtf(name) | HookKind::TpBtfIfPresent(name) => {
+        HookKind::TpBtf(name) => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|x| e(&x))?;
             p.load(name, btf).map_err(|x| e(&x))?;
             let id = p.attach().map_err(|x| e(&x))?;
@@ -588,6 +611,37 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
         }
     };
     link.map_err(|x| format!("the kernel gave no BPF link ({})", e(&x)))
+}
+
+/// Attaches the first hook of `group` whose tracepoint this kernel has and
+/// that loads; None when the kernel has none of the tracepoints; the last
+/// refusal when it has some and none loads.
+fn attach_first<'h>(
+    bpf: &mut Ebpf,
+    group: &'h [Hook],
+    btf: &Btf,
+    cgroup: &File,
+) -> Result<Option<(&'h Hook, FdLink)>, LoadError> {
+    let mut refused = None;
+    for hook in group {
+        let HookKind::TpBtf(name) = hook.kind else {
+            continue;
+        };
+        if !tracepoint_exists(btf, name) {
+            continue;
+        }
+        match attach_one(bpf, hook, btf, cgroup) {
+            Ok(link) => return Ok(Some((hook, link))),
+            Err(reason) => {
+                refused = Some(LoadError::Program {
+                    program: hook.program,
+                    hook: hook.what,
+                    reason,
+                })
+            }
+        }
+    }
+    refused.map_or(Ok(None), Err)
 }
 
 /// Whether the kernel has tracepoint `name` (its `btf_trace_NAME` type).
