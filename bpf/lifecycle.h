@@ -334,7 +334,10 @@ static __always_inline void report_accept(struct sock *sk, unsigned short family
 		}
 		event_set_decision(e, &d);
 	}
-	if (bpf_map_update_elem(&accept_owner, &e->cookie, cur, BPF_ANY))
+	/* The key from the stack: before 6.2 (Debian 12's 6.1) a map key may
+	 * not point into ring-buffer memory. */
+	__u64 cookie = e->cookie;
+	if (bpf_map_update_elem(&accept_owner, &cookie, cur, BPF_ANY))
 		count(SF_CNT_ACCEPTED_FULL);
 	bpf_ringbuf_submit(e, 0);
 }

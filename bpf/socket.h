@@ -82,7 +82,10 @@ static __always_inline void remember_udp(const struct sf_event *e)
 	ep.remote_port = e->remote_port;
 	ep.family = e->family;
 	ep.netns = e->netns;
-	if (bpf_map_update_elem(&udp_endpoints, &e->cookie, &ep, BPF_ANY))
+	/* The key from the stack: before 6.2 (Debian 12's 6.1) a map key may
+	 * not point into ring-buffer memory. */
+	__u64 cookie = e->cookie;
+	if (bpf_map_update_elem(&udp_endpoints, &cookie, &ep, BPF_ANY))
 		count(SF_CNT_UDP_FULL);
 }
 

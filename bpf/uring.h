@@ -156,17 +156,13 @@ int BPF_PROG(sf_uring_submit_sqe, struct io_kiocb *req, _Bool force_nonblock)
 static __always_inline void uring_completed(struct io_ring_ctx *ring, void *req, __u64 user_data,
 					    __s32 res, __u32 flags)
 {
+	struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
+	struct sock *lsk;
+	__u32 file_slot;
 	if (req) {
 		struct io_kiocb *r = req;
 		__u8 op = BPF_CORE_READ(r, opcode);
-		if (op == IORING_OP_ACCEPT) {
-			struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
-			bpf_map_delete_elem(&uring_accepts, &k); /* the final completion */
-			if (res < 0 || !in_watched_cgroup())
-				return;
-			__u32 slot = BPF_CORE_READ((struct io_accept *)r, file_slot);
-			uring_accepted(ring, res, slot, sock_of_file(BPF_CORE_READ(r, file)));
-		} else if (op == IORING_OP_CONNECT) {
+		if (op == IORING_OP_CONNECT) {
 			if (res != 0 || !in_watched_cgroup())
 				return;
 			struct sock *sk = sock_of_file(BPF_CORE_READ(r, file));
@@ -175,23 +171,30 @@ static __always_inline void uring_completed(struct io_ring_ctx *ring, void *req,
 			struct sf_proc cur;
 			uring_owner(&cur);
 			report_udp_connect(sk, &cur);
+			return;
 		}
-		return;
+		if (op != IORING_OP_ACCEPT)
+			return;
+		bpf_map_delete_elem(&uring_accepts, &k); /* the final completion */
+		if (res < 0 || !in_watched_cgroup())
+			return;
+		file_slot = BPF_CORE_READ((struct io_accept *)r, file_slot);
+		lsk = sock_of_file(BPF_CORE_READ(r, file));
+	} else {
+		/* A multishot accept's completion has F_MORE and never a
+		 * buffer (multishot receives always have one). */
+		if (res < 0 || !(flags & IORING_CQE_F_MORE) || (flags & IORING_CQE_F_BUFFER))
+			return;
+		struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &k);
+		if (!a || !in_watched_cgroup())
+			return;
+		file_slot = a->file_slot;
+		if (a->fixed_listener)
+			lsk = sock_of_file(uring_fixed_file(ring, a->fd));
+		else
+			lsk = sock_from_fd(a->fd);
 	}
-	/* A multishot accept's completion has F_MORE and never a buffer
-	 * (multishot receives always have one). */
-	if (res < 0 || !(flags & IORING_CQE_F_MORE) || (flags & IORING_CQE_F_BUFFER))
-		return;
-	struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
-	struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &k);
-	if (!a || !in_watched_cgroup())
-		return;
-	struct sock *lsk;
-	if (a->fixed_listener)
-		lsk = sock_of_file(uring_fixed_file(ring, a->fd));
-	else
-		lsk = sock_from_fd(a->fd);
-	uring_accepted(ring, res, a->file_slot, lsk);
+	uring_accepted(ring, res, file_slot, lsk);
 }
 
 /* The tracepoint's arguments in newer kernels (6.18): the CQE as posted. */

@@ -43,6 +43,9 @@ until grep -q "$READY" "$TMP/agent.err"; do
 	kill -0 "$AGENT" 2>/dev/null || { cat "$TMP/agent.err" >&2; exit 1; }
 	sleep 0.1
 done
+# Only this agent's programs (other sockfilters may run on the host): the
+# ids its program and link descriptors name.
+cat /proc/"$AGENT"/fdinfo/* 2>/dev/null | awk '$1 == "prog_id:" { print $2 }' | sort -u >"$TMP/ids"
 sysctl -q kernel.bpf_stats_enabled=1
 bpftool prog show --json >"$TMP/before.json"
 "$BIN/sockfilter-loadgen" --mode "$MODE" --seconds "$SECS" --cgroup "$CG" >"$TMP/load.json"
@@ -55,10 +58,11 @@ d = sys.argv[1]
 load = json.load(open(f"{d}/load.json"))
 ops = load["ops"]
 before = {p["id"]: p for p in json.load(open(f"{d}/before.json"))}
+ours = {int(x) for x in open(f"{d}/ids").read().split()}
 total = 0
 print(f"{'program':18} {'calls/op':>8} {'ns/call':>8} {'ns/op':>7} {'insns':>6}")
 for p in sorted(json.load(open(f"{d}/after.json")), key=lambda p: p.get("name", "")):
-    if not p.get("name", "").startswith("sf_"):
+    if not p.get("name", "").startswith("sf_") or p["id"] not in ours:
         continue
     b = before.get(p["id"], {})
     calls = p.get("run_cnt", 0) - b.get("run_cnt", 0)

@@ -11,6 +11,16 @@ use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// One test of this file at a time: each starts a `sockfilter watch`, and
+/// several loading their programs at once on a slow guest (the kernel
+/// matrix) can take longer than a test waits for one.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn socket(v: &Value) -> u64 {
     v["socket"].as_u64().unwrap()
@@ -81,6 +91,7 @@ fn expect_accepts(w: &mut Watch, pid: u32, listen: &Value, peers: &[u64]) {
 
 #[test]
 fn io_uring_accept_is_reported_with_pid_listener_and_endpoints() {
+    let _one = serial();
     let dir = Scratch::new("accept");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let cg = TestCgroup::new("paths-uring-accept");
@@ -95,6 +106,7 @@ fn io_uring_accept_is_reported_with_pid_listener_and_endpoints() {
 
 #[test]
 fn io_uring_multishot_accept_reports_each_connection() {
+    let _one = serial();
     let dir = Scratch::new("multishot");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let cg = TestCgroup::new("paths-uring-multishot");
@@ -113,6 +125,7 @@ fn io_uring_multishot_accept_reports_each_connection() {
 
 #[test]
 fn io_uring_udp_connect_is_reported() {
+    let _one = serial();
     let dir = Scratch::new("udpconnect");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let cg = TestCgroup::new("paths-uring-udpconnect");
@@ -127,6 +140,7 @@ fn io_uring_udp_connect_is_reported() {
 
 #[test]
 fn io_uring_bind_and_listen_are_reported() {
+    let _one = serial();
     let dir = Scratch::new("bindlisten");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let cg = TestCgroup::new("paths-uring-bindlisten");
@@ -145,6 +159,7 @@ fn io_uring_bind_and_listen_are_reported() {
 
 #[test]
 fn a_denied_io_uring_bind_fails_with_eperm_under_enforce() {
+    let _one = serial();
     let dir = Scratch::new("enforce");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -174,6 +189,7 @@ fn a_denied_io_uring_bind_fails_with_eperm_under_enforce() {
 
 #[test]
 fn ia32_accept_and_udp_connect_are_reported() {
+    let _one = serial();
     let dir = Scratch::new("ia32");
     let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
     let cg = TestCgroup::new("paths-ia32");
@@ -199,6 +215,7 @@ fn ia32_accept_and_udp_connect_are_reported() {
 
 #[test]
 fn udp_sendmmsg_to_two_new_destinations_reports_two_connects() {
+    let _one = serial();
     let dir = Scratch::new("sendmmsg");
     let bin = c_fixture(&dir.0, "uring_ops", &[]);
     let cg = TestCgroup::new("paths-sendmmsg");
