@@ -22,6 +22,15 @@
 #define SOCKFILTER_LSM_H
 
 #define EPERM 1
+#define MAX_ERRNO 4095
+
+/* What an earlier BPF program on the same hook returned, kept: a deny stays
+ * a deny. The verifier requires an LSM program's return value to be 0 or
+ * an errno, so it is clamped to that range where it can see it. */
+static __always_inline int lsm_previous(int ret)
+{
+	return ret < 0 && ret >= -MAX_ERRNO ? ret : -EPERM;
+}
 
 struct sockaddr { __u16 sa_family; } __core;
 struct sockaddr_in {
@@ -135,7 +144,7 @@ SEC("lsm/socket_bind")
 int BPF_PROG(sf_lsm_bind, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_previous(ret);
 	struct sock *sk = lsm_inet_sock(sock);
 	if (!sk)
 		return 0;
@@ -151,7 +160,7 @@ SEC("lsm/socket_connect")
 int BPF_PROG(sf_lsm_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_previous(ret);
 	struct sock *sk = lsm_inet_sock(sock);
 	if (!sk)
 		return 0;
@@ -170,7 +179,7 @@ SEC("lsm/socket_listen")
 int BPF_PROG(sf_lsm_listen, struct socket *sock, int backlog, int ret)
 {
 	if (ret)
-		return ret;
+		return lsm_previous(ret);
 	struct sock *sk = lsm_inet_sock(sock);
 	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
