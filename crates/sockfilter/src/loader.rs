@@ -296,7 +296,15 @@ impl Probe {
         })?;
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(e.to_string()))?;
-        let globals = Globals::of(opts);
+        let mut globals = Globals::of(opts);
+        if globals.lsm {
+            if let Err(why) = lsm_programs_load(&btf, &globals) {
+                // Degraded, not broken: the cgroup hooks decide instead.
+                eprintln!("sockfilter: BPF LSM is active but the kernel refused sockfilter's LSM programs ({why}); denied bind() and connect() fail in the cgroup hooks and denied listeners are refused and destroyed instead");
+                globals.lsm = false;
+                globals.cfg_lsm = 0;
+            }
+        }
         let pins = if opts.persist {
             Some(open_pins(opts.cgroup.as_deref())?)
         } else {
@@ -648,6 +656,39 @@ fn attach_first<'h>(
 fn tracepoint_exists(btf: &Btf, name: &str) -> bool {
     btf.id_by_type_name_kind(&format!("btf_trace_{name}"), aya_obj::btf::BtfKind::Typedef)
         .is_ok()
+}
+
+/// Loads (without attaching) the BPF LSM programs of an object configured
+/// with `globals`: whether this kernel's verifier takes them. A kernel can
+/// have `bpf` among its LSMs and still refuse a program (too complex for
+/// its verifier, a helper it lacks).
+fn lsm_programs_load(btf: &Btf, globals: &Globals) -> Result<(), String> {
+    let mut loader = EbpfLoader::new();
+    globals.configure(loader.btf(Some(btf)));
+    let mut bpf = loader.load(OBJECT).map_err(|e| error_chain(&e))?;
+    for hook in HOOKS {
+        let HookKind::Lsm(name) = hook.kind else {
+            continue;
+        };
+        let p: &mut Lsm = bpf
+            .program_mut(hook.program)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| format!("program {} missing", hook.program))?;
+        p.load(name, btf)
+            .map_err(|e| format!("{}: {}", hook.what, last_line(&error_chain(&e))))?;
+    }
+    Ok(())
+}
+
+/// The line of a verifier log that says why (the last one before its
+/// statistics), or all of `s`.
+fn last_line(s: &str) -> &str {
+    let stats = ["verification time", "stack depth", "processed ", ")"];
+    s.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)))
+        .unwrap_or(s)
 }
 
 /// The object's read-only globals (`const volatile cfg_*` in bpf/).
