@@ -120,6 +120,20 @@ static __always_inline void lsm_report(__u32 kind, struct sock *sk, const struct
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* The policy's decision for `sub`, made by the calling process, counted
+ * when `count`. A global function: the verifier checks it once, on its own,
+ * instead of once for every path of each LSM program that calls it (inlined
+ * there, the policy lookup made Debian 6.12's verifier give up after a
+ * million instructions). Its pointer arguments may be NULL to the verifier. */
+__attribute__((noinline)) int sf_lsm_decide_subject(struct sf_subject *sub,
+						    struct sf_decision *d, int count)
+{
+	if (!sub || !d)
+		return 0;
+	decide(sub, d, count, NULL);
+	return 0;
+}
+
 /* Decides `sub` for the calling process; on a deny reports it and returns
  * -EPERM. `count`: count an allow too (a later hook counts it otherwise). */
 static __always_inline int lsm_decide(__u32 kind, struct sock *sk, struct sf_subject *sub,
@@ -130,7 +144,7 @@ static __always_inline int lsm_decide(__u32 kind, struct sock *sk, struct sf_sub
 	subject_set_owner(sub, &cur);
 	sub->udp = sk->sk_protocol == IPPROTO_UDP;
 	sub->ipv6 = sk->__sk_common.skc_family == AF_INET6;
-	decide(sub, d, count, NULL);
+	sf_lsm_decide_subject(sub, d, count);
 	if (d->verdict != SF_V_DENY)
 		return 0;
 	if (!count)
