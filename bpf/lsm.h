@@ -97,7 +97,8 @@ static __always_inline int lsm_subject_addr(struct sf_subject *sub, struct socka
 
 /* The event for a call an LSM hook refused. */
 static __always_inline void lsm_report(__u32 kind, struct sock *sk, const struct sf_proc *cur,
-				       const struct sf_subject *sub, const struct sf_decision *d)
+				       const struct sf_subject *sub, const struct sf_decision *d,
+				       __u32 backlog)
 {
 	struct sf_event *e = event_reserve(kind, bpf_ktime_get_boot_ns());
 	if (!e)
@@ -110,6 +111,7 @@ static __always_inline void lsm_report(__u32 kind, struct sock *sk, const struct
 	e->netns = sk->__sk_common.skc_net.net->ns.inum;
 	e->local_port = sub->local_port;
 	e->remote_port = sub->remote_port;
+	e->backlog = backlog;
 	if (e->family == AF_INET6) {
 		copy16(e->local_addr, sub->local_addr);
 		copy16(e->remote_addr, sub->remote_addr);
@@ -137,7 +139,7 @@ __attribute__((noinline)) int sf_lsm_decide_subject(struct sf_subject *sub,
 /* Decides `sub` for the calling process; on a deny reports it and returns
  * -EPERM. `count`: count an allow too (a later hook counts it otherwise). */
 static __always_inline int lsm_decide(__u32 kind, struct sock *sk, struct sf_subject *sub,
-				      struct sf_decision *d, int count)
+				      struct sf_decision *d, int count, __u32 backlog)
 {
 	struct sf_proc cur;
 	owner_from_current(&cur);
@@ -150,7 +152,7 @@ static __always_inline int lsm_decide(__u32 kind, struct sock *sk, struct sf_sub
 	if (!count)
 		count_hit(d);
 	d->by = SF_BY_LSM;
-	lsm_report(kind, sk, &cur, sub, d);
+	lsm_report(kind, sk, &cur, sub, d, backlog);
 	return -EPERM;
 }
 
@@ -167,7 +169,7 @@ int BPF_PROG(sf_lsm_bind, struct socket *sock, struct sockaddr *address, int add
 		return 0; /* the kernel picks the port: decided in post_bind */
 	struct sf_decision d = {};
 	/* An allowed bind is decided again, and counted, in post_bind. */
-	return lsm_decide(SF_BIND, sk, &sub, &d, 0);
+	return lsm_decide(SF_BIND, sk, &sub, &d, 0, 0);
 }
 
 SEC("lsm/socket_connect")
@@ -182,7 +184,7 @@ int BPF_PROG(sf_lsm_connect, struct socket *sock, struct sockaddr *address, int 
 	if (!lsm_subject_addr(&sub, address, addrlen, 1))
 		return 0;
 	struct sf_decision d = {};
-	int err = lsm_decide(SF_CONNECT, sk, &sub, &d, 1);
+	int err = lsm_decide(SF_CONNECT, sk, &sub, &d, 1, 0);
 	if (!err && sk->sk_protocol == IPPROTO_TCP)
 		set_pending(bpf_sk_storage_get(&sk_owner, sk, 0, BPF_SK_STORAGE_GET_F_CREATE),
 			    &d); /* reported by TCP_CONNECT_CB */
@@ -207,7 +209,7 @@ int BPF_PROG(sf_lsm_listen, struct socket *sock, int backlog, int ret)
 		v4_mapped(sub.local_addr, sk->__sk_common.skc_rcv_saddr);
 	struct sf_decision d = {};
 	/* Allowed: counted here; sockops reports and registers it uncounted. */
-	return lsm_decide(SF_LISTEN, sk, &sub, &d, 1);
+	return lsm_decide(SF_LISTEN, sk, &sub, &d, 1, backlog);
 }
 
 #endif
