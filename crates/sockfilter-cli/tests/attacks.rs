@@ -147,7 +147,8 @@ fn accept_is_decided_for_the_listeners_owner_and_refusals_are_reported() {
     assert_eq!(
         reported.len() as u64 + counted,
         301,
-        "every refused connection is reported or counted (events carried {in_events} of the counted)"
+        "every refused connection is reported or counted: {} events, {counted} counted (events carried {in_events} of the counted)",
+        reported.len()
     );
 }
 
