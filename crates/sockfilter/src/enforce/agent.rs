@@ -347,7 +347,12 @@ impl PolicyAgent {
                 self.scan_namespaces(w);
             }
         }
-        if e.kind == EventKind::Listen && e.verdict == Verdict::Deny && !e.existing {
+        if e.kind == EventKind::Listen
+            && e.verdict == Verdict::Deny
+            && !e.existing
+            && e.details.enforced_by != Some("lsm")
+        {
+            // (Under BPF LSM the listen() failed: there is nothing to close.)
             // Connections to it are already refused in socket lookup; close
             // it so that its owner's accept() fails and the port is freed.
             if let Err(err) = crate::diag::destroy(&e.into()) {
