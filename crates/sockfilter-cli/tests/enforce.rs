@@ -294,6 +294,10 @@ fn only_the_allowed_executable_may_listen_on_the_port() {
         // An explicitly bound port stays bound to the destroyed socket until
         // its owner closes it, as a server does when accept() fails.
         assert_eq!(b.ask("close L"), "ok");
+    } else {
+        // The socket whose listen() failed is still bound to the port until
+        // b lets go of it: the agent's next socket replaces it.
+        assert!(b.ask("bind 127.0.0.1 0 udp").starts_with("ok "));
     }
     // Then a may listen on the same port and serve.
     let deadline = Instant::now() + WAIT;
