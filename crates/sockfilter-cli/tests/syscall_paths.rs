@@ -209,6 +209,11 @@ fn ia32_accept_and_udp_connect_are_reported() {
     assert_eq!(endpoint(&a, "local"), loopback(port), "{a}");
     assert_eq!(endpoint(&a, "remote"), loopback(cport), "{a}");
     assert_eq!(a["comm"], "ia32_ops");
+    let tcp = w.expect("32-bit tcp connect", |v| {
+        is(v, "connect", p.pid()) && v["proto"] == "tcp"
+    });
+    assert_eq!(endpoint(&tcp, "local"), loopback(cport), "{tcp}");
+    assert_eq!(endpoint(&tcp, "remote"), loopback(port), "{tcp}");
 
     let (q, n) = start(&cg, &bin, &["udpconnect", "9"]);
     assert_eq!(n[0], 0, "connect failed: {n:?}");
