@@ -91,7 +91,21 @@ impl Agent {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         cg.enter(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
+        // A program copied a moment ago (python_as) can be "busy" while a
+        // process another test thread forks still holds the copy's write
+        // descriptor until its own exec: retry, bounded.
+        let deadline = Instant::now() + WAIT;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                r => break r.unwrap(),
+            }
+        };
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let ready = read_line(&mut stdout);
