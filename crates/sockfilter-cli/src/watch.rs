@@ -163,16 +163,32 @@ pub async fn event_loop(
     let mut line = String::with_capacity(1024);
     let mut counts: BTreeMap<EventKind, u64> = BTreeMap::new();
     let mut dropped = 0u64;
-    let stop_reason = loop {
-        let item = tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => { extra.on_hangup(&mut watcher); continue }
-            _ = tick.tick() => { extra.on_tick(&mut watcher); continue }
-            item = watcher.next() => item,
-        };
-        let Some(item) = item else {
-            break "end of stream";
+    // After a stop signal, what the kernel produced before it is still
+    // written out (`remaining`), then the loop ends.
+    let mut remaining: Option<std::vec::IntoIter<Item>> = None;
+    let mut stop_reason = "";
+    loop {
+        let item = if let Some(rest) = remaining.as_mut() {
+            match rest.next() {
+                Some(item) => item,
+                None => break,
+            }
+        } else {
+            let item = tokio::select! {
+                _ = sigint.recv() => Err("SIGINT"),
+                _ = sigterm.recv() => Err("SIGTERM"),
+                _ = sighup.recv() => { extra.on_hangup(&mut watcher); continue }
+                _ = tick.tick() => { extra.on_tick(&mut watcher); continue }
+                item = watcher.next() => item.ok_or("end of stream"),
+            };
+            match item {
+                Ok(item) => item,
+                Err(reason) => {
+                    stop_reason = reason;
+                    remaining = Some(watcher.take_remaining().into_iter());
+                    continue;
+                }
+            }
         };
         line.clear();
         match item {
@@ -200,13 +216,15 @@ pub async fn event_loop(
         if !line.is_empty() {
             line.push('\n');
             if out.write_all(line.as_bytes()).is_err() {
-                break "closed output";
+                stop_reason = "closed output";
+                break;
             }
         }
-        if watcher.pending() == 0 && out.flush().is_err() {
-            break "closed output";
+        if remaining.is_none() && watcher.pending() == 0 && out.flush().is_err() {
+            stop_reason = "closed output";
+            break;
         }
-    };
+    }
     let _ = out.flush();
     let malformed = watcher.malformed_total();
     let not_kept = watcher.older_not_kept();

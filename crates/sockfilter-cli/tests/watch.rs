@@ -420,6 +420,40 @@ print(len(set(ports)))
     );
 }
 
+/// A stop signal does not swallow what happened before it: events still in
+/// the ring buffer when SIGTERM arrives are written out before the summary.
+#[test]
+fn events_before_a_stop_signal_are_all_written() {
+    let cg = TestCgroup::new("stop-drain");
+    let w = Watch::start(&cg, &["--no-existing"]);
+    let (p, ready, _out) = python(
+        &cg,
+        r#"
+import socket
+for i in range(2000):
+    s = socket.socket(); s.listen(1); s.close()
+print("done")
+"#,
+    );
+    assert_eq!(ready, "done");
+    let pid = p.pid();
+    // Signalled the moment the program is done: most of its events are
+    // still in the ring buffer or on their way to stdout.
+    let (status, stderr, events) = w.stop_collect(libc::SIGTERM);
+    assert!(status.success(), "{stderr:?}");
+    let listens = events.iter().filter(|v| is(v, "listen", pid)).count();
+    let closes = events.iter().filter(|v| is(v, "close", pid)).count();
+    assert!(
+        !events.iter().any(|v| v["event"] == "lost"),
+        "the kernel dropped events"
+    );
+    assert_eq!(
+        (listens, closes),
+        (2000, 2000),
+        "every event before SIGTERM is written: {stderr:?}"
+    );
+}
+
 #[test]
 fn accept_is_attributed_to_the_forked_child_that_accepts() {
     let cg = TestCgroup::new("fork");

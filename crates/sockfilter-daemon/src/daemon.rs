@@ -417,6 +417,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     };
     crate::notify::notify("STOPPING=1");
+    // What the kernel produced before the signal still reaches the outputs.
+    for item in watcher.take_remaining() {
+        match item {
+            Item::Lost(n) => d.on_lost(n),
+            Item::Event(e) => d.on_event(&mut watcher, &e),
+        }
+    }
     d.opened.flush_outputs(&d.metrics);
     watcher.release_pins(); // a clean stop leaves nothing enforced
     drop(watcher); // detaches every program

@@ -265,6 +265,17 @@ impl Watcher {
         }
     }
 
+    /// Everything the kernel has produced and nobody has read yet: the
+    /// records still in the ring buffer, decoded, behind what was already
+    /// queued, and the kernel's drop count if it grew. What a stop hands to
+    /// its outputs before detaching, so that a signal never swallows events
+    /// that happened before it.
+    pub fn take_remaining(&mut self) -> Vec<Item> {
+        self.drain_ring();
+        self.check_lost();
+        self.queue.drain(..).collect()
+    }
+
     /// Items decoded and waiting to be returned by [`Watcher::next`]; zero
     /// means the next call will wait (a good moment to flush output).
     pub fn pending(&self) -> usize {
