@@ -123,6 +123,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	int pid;
 	int tgid;
+	struct task_struct *real_parent;
 	char comm[16];
 	const struct cred *cred;
 	struct mm_struct *mm;

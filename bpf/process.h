@@ -24,10 +24,13 @@ struct {
 	__type(value, struct sf_exe);
 } exe_by_pid SEC(".maps");
 
-static __always_inline void exe_set(__u32 pid, const struct sf_exe *x)
+static __always_inline int exe_set(__u32 pid, const struct sf_exe *x)
 {
-	if (bpf_map_update_elem(&exe_by_pid, &pid, x, BPF_ANY))
+	if (bpf_map_update_elem(&exe_by_pid, &pid, x, BPF_ANY)) {
 		count(SF_CNT_EXE_FULL);
+		return -1;
+	}
+	return 0;
 }
 
 /* The watched cgroup (index 0) when cfg_filter_cgroup is set. */
@@ -87,6 +90,60 @@ static __always_inline __u32 current_netns(void)
 	return t->nsproxy->net_ns->ns.inum;
 }
 
+/* Exec ids (struct sf_exe.exec_id) counted per CPU: the low 12 bits are
+ * the CPU, the rest that CPU's count, so no two CPUs give the same id
+ * without an atomic (fetch-and-add needs BPF v3 atomics, which this object
+ * does not assume). A map, not a global: an enforcer that adopts pinned
+ * maps keeps counting. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_ids SEC(".maps");
+
+/* A new exec id: top bit clear, never 0. */
+static __always_inline __u64 new_exec_id(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&exec_ids, &zero);
+	if (!n)
+		return 0;
+	*n += 1;
+	return ((*n << 12) | (bpf_get_smp_processor_id() & 0xfff)) & 0x7fffffffffffffffULL;
+}
+
+/* The exec id of a process's current image, 0 if none was recorded. */
+static __always_inline __u64 exec_id_of(__u32 pid)
+{
+	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &pid);
+	return x ? x->exec_id : 0;
+}
+
+/* The owner's parent. In the owner's own context (every event but a close
+ * the kernel completes later) the kernel's answer now, as getppid() gives
+ * it: after the parent exited, the subreaper or init. Otherwise, what the
+ * owner's last event, exec or fork recorded. */
+static __always_inline void event_set_parent(struct sf_event *e, struct sf_exe *x, __u32 pid)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u32 ppid = 0;
+	if (t->tgid == pid)
+		ppid = t->real_parent->tgid;
+	if (x) {
+		if (ppid && ppid != x->ppid) { /* re-parented (or seeded without one) */
+			x->ppid = ppid;
+			x->parent_exec_id = exec_id_of(ppid);
+		}
+		e->ppid = x->ppid;
+		e->exec_id = x->exec_id;
+		e->parent_exec_id = x->parent_exec_id;
+	} else if (ppid) {
+		e->ppid = ppid;
+		e->parent_exec_id = exec_id_of(ppid);
+	}
+}
+
 static __always_inline void event_set_owner(struct sf_event *e, const struct sf_proc *o)
 {
 	e->pid = o->pid;
@@ -108,6 +165,7 @@ static __always_inline void event_set_owner(struct sf_event *e, const struct sf_
 			((__u64 *)e->exe)[i] = ((__u64 *)x->path)[i];
 		}
 	}
+	event_set_parent(e, x, o->pid);
 }
 
 /* Like d_path(): walk dentries up to the root, crossing mount points,
@@ -180,11 +238,16 @@ int BPF_PROG(sf_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	resolve_path(s, f);
 	s->rec.ino = BPF_CORE_READ(f, f_inode, i_ino);
 	s->rec.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	s->rec.exec_id = new_exec_id();
+	s->rec.ppid = p->real_parent->tgid;
+	s->rec.parent_exec_id = exec_id_of(s->rec.ppid);
 	exe_set(pid, &s->rec);
 	return 0;
 }
 
-/* A forked process runs its parent's executable until it execs. */
+/* A forked process runs its parent's executable until it execs. Its
+ * parent is the child's real_parent, not always the forking task
+ * (CLONE_PARENT makes it the forking task's parent). */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -192,10 +255,19 @@ int BPF_PROG(sf_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != cpid || ppid == cpid)
 		return 0; /* a new thread, not a new process */
 	struct sf_exe *x = bpf_map_lookup_elem(&exe_by_pid, &ppid);
-	if (x)
-		exe_set(cpid, x);
-	else
+	if (!x) {
 		bpf_map_delete_elem(&exe_by_pid, &cpid);
+		return 0;
+	}
+	__u32 real = child->real_parent->tgid;
+	__u64 real_exec = real == ppid ? x->exec_id : exec_id_of(real);
+	if (exe_set(cpid, x))
+		return 0;
+	x = bpf_map_lookup_elem(&exe_by_pid, &cpid);
+	if (x) {
+		x->ppid = real;
+		x->parent_exec_id = real_exec;
+	}
 	return 0;
 }
 

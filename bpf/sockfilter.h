@@ -61,6 +61,13 @@ struct sf_event {
 	__u8 _pad;
 	__u32 rule;            /* index of the deciding rule + 1; 0 = the default */
 	__u32 suppressed;      /* refused accept: peers refused and not reported before this one */
+	/* Ancestry (see struct sf_exe): the owner's parent, as the kernel
+	 * says when the event happens in the owner's context; the exec of the
+	 * owner and of its parent, by id, which user space names. 0 = unknown. */
+	__u32 ppid;
+	__u32 _pad2;
+	__u64 exec_id;
+	__u64 parent_exec_id;
 	char exe[SF_EXE_LEN];
 };
 
@@ -103,7 +110,17 @@ struct sf_exe {
 	 * another mount namespace is still another file. */
 	__u64 ino;             /* inode number */
 	__u32 dev;             /* device, as the kernel encodes it: major << 20 | minor */
-	__u32 _pad;
+	/* The parent (tgid) when last seen, and its exec_id then. Refreshed
+	 * whenever an event of this process in its own context finds another
+	 * parent (the first one exited and the process was re-parented). */
+	__u32 ppid;
+	/* Which exec this is: a number new at every exec (kept by a fork,
+	 * which runs the same image), so that user space can name an exec
+	 * after its process is gone. Ids the kernel gives have the top bit
+	 * clear; user space gives those of processes older than sockfilter,
+	 * with the top bit set. 0 = unknown. */
+	__u64 exec_id;
+	__u64 parent_exec_id;
 	char path[SF_EXE_LEN];
 };
 

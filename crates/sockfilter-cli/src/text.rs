@@ -17,7 +17,25 @@ fn kind_colour(k: EventKind) -> &'static str {
     }
 }
 
-/// `08:22:09.123456 listen  tcp4 0.0.0.0:8080   *   pid 42 uid 0 python3 /usr/bin/python3.11 backlog=5`
+/// A command line for a terminal: the arguments, each escaped as every
+/// process-controlled string is, separated by spaces; an argument that
+/// is empty or holds a space or a quote is put in double quotes (with `\"`
+/// for a quote inside), so the arguments can be told apart.
+pub fn cmdline(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let a = escape(a);
+            if a.is_empty() || a.contains([' ', '"']) {
+                format!("\"{}\"", a.replace('"', "\\\""))
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `08:22:09.123456 listen  tcp4 0.0.0.0:8080   *   pid 42 uid 0 python3 /usr/bin/python3.11 ppid=1 parent=/usr/lib/systemd/systemd backlog=5 cmdline=python3 -m http.server`
 pub fn event_line(e: &Event, colour: bool) -> String {
     let time = sockfilter_model::event::rfc3339(e.time);
     let clock = time.get(11..26).unwrap_or(&time);
@@ -46,6 +64,12 @@ pub fn event_line(e: &Event, colour: bool) -> String {
     };
     let mut extra = Vec::new();
     if let Some(o) = &e.owner {
+        if let Some(ppid) = o.ppid {
+            extra.push(format!(
+                "ppid={ppid} parent={}",
+                escape_or(o.parent_exe.as_deref(), "?")
+            ));
+        }
         let w = o.workload();
         if let Some(u) = &w.unit {
             extra.push(format!("unit={}", escape(u)));
@@ -87,6 +111,12 @@ pub fn event_line(e: &Event, colour: bool) -> String {
                 .map(|r| format!(" rule={}", escape(r)))
                 .unwrap_or_default()
         ));
+    }
+    // Last: whatever the arguments say, nothing after them can be forged.
+    if let Some(args) = e.owner.as_ref().and_then(|o| o.cmdline.as_deref()) {
+        if e.kind == EventKind::Listen {
+            extra.push(format!("cmdline={}", cmdline(args)));
+        }
     }
     let kind = format!("{:<7}", e.kind.as_str());
     let kind = if colour {

@@ -172,6 +172,17 @@ pub struct Owner {
     pub exe: Option<String>,
     /// cgroup v2 path, as in `/proc/PID/cgroup`.
     pub cgroup: Option<String>,
+    /// The parent process (thread-group id), as `getppid()` in the owner
+    /// would say when the event happened; None when unknown or for a
+    /// process without a parent (pid 1). See docs/events.md for re-parenting.
+    pub ppid: Option<u32>,
+    /// The parent's executable (the exec the parent was running when the
+    /// owner last saw it); None when the kernel recorded none.
+    pub parent_exe: Option<String>,
+    /// The arguments the owner was exec'd with (argv, at most the first
+    /// 512 bytes of them; the last one cut short if they are longer), as
+    /// the kernel saw them at exec. Reported on `listen` events only.
+    pub cmdline: Option<Vec<String>>,
 }
 
 impl Owner {
@@ -255,7 +266,8 @@ impl Event {
     ///     time: std::time::UNIX_EPOCH,
     ///     verdict: Verdict::Allow,
     ///     rule: None,
-    ///     owner: Some(Owner { pid: 42, uid: 0, comm: "nc".into(), exe: Some("/usr/bin/nc".into()), cgroup: Some("/".into()) }),
+    ///     owner: Some(Owner { pid: 42, uid: 0, comm: "nc".into(), exe: Some("/usr/bin/nc".into()), cgroup: Some("/".into()),
+    ///         ppid: Some(1), parent_exe: Some("/usr/lib/systemd/systemd".into()), cmdline: Some(vec!["nc".into(), "-l".into(), "8080".into()]) }),
     ///     proto: Proto::Tcp,
     ///     family: Family::Ipv4,
     ///     local: Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
@@ -270,6 +282,8 @@ impl Event {
     /// assert_eq!(v["local"]["port"], 8080);
     /// assert!(v["remote"].is_null());
     /// assert_eq!(v["backlog"], 128);
+    /// assert_eq!(v["ppid"], 1);
+    /// assert_eq!(v["cmdline"], serde_json::json!(["nc", "-l", "8080"]));
     /// ```
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -282,6 +296,11 @@ impl Event {
         m.insert("comm".into(), opt(owner.map(|o| o.comm.clone())));
         m.insert("exe".into(), opt(owner.and_then(|o| o.exe.clone())));
         m.insert("cgroup".into(), opt(owner.and_then(|o| o.cgroup.clone())));
+        m.insert("ppid".into(), opt(owner.and_then(|o| o.ppid)));
+        m.insert(
+            "parent_exe".into(),
+            opt(owner.and_then(|o| o.parent_exe.clone())),
+        );
         let workload = owner.map(Owner::workload).unwrap_or_default();
         m.insert("unit".into(), opt(workload.unit));
         m.insert(
@@ -311,6 +330,10 @@ impl Event {
         match self.kind {
             EventKind::Listen => {
                 m.insert("backlog".into(), opt(d.backlog));
+                m.insert(
+                    "cmdline".into(),
+                    opt(owner.and_then(|o| o.cmdline.clone())),
+                );
             }
             EventKind::Accept => {
                 m.insert("listener".into(), opt(d.listener));
@@ -411,6 +434,22 @@ impl Event {
             push_opt_num(out, "bytes_sent", d.bytes_sent);
         }
         push_opt_str(out, "cgroup", owner.and_then(|o| o.cgroup.as_deref()));
+        if self.kind == EventKind::Listen {
+            push_key(out, "cmdline");
+            match owner.and_then(|o| o.cmdline.as_deref()) {
+                Some(args) => {
+                    out.push('[');
+                    for (i, a) in args.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        push_json_str(out, a);
+                    }
+                    out.push(']');
+                }
+                None => out.push_str("null"),
+            }
+        }
         push_opt_str(out, "comm", owner.map(|o| o.comm.as_str()));
         let workload = owner.map(Owner::workload).unwrap_or_default();
         push_key(out, "container");
@@ -445,8 +484,10 @@ impl Event {
         if let Some(ns) = self.netns {
             push_opt_num(out, "netns", Some(ns));
         }
+        push_opt_str(out, "parent_exe", owner.and_then(|o| o.parent_exe.as_deref()));
         push_opt_num(out, "pid", owner.map(|o| u64::from(o.pid)));
         push_opt_str(out, "pod_uid", workload.pod_uid.as_deref());
+        push_opt_num(out, "ppid", owner.and_then(|o| o.ppid.map(u64::from)));
         push_opt_str(out, "proto", Some(self.proto.as_str()));
         push_endpoint(out, "remote", self.remote);
         push_opt_str(out, "rule", self.rule.as_deref());
@@ -520,11 +561,15 @@ mod tests {
                 "unit",
                 "container",
                 "pod_uid",
+                "ppid",
+                "parent_exe",
             ] {
                 assert!(v.get(field).is_some(), "{kind}: missing {field}");
             }
         }
         assert!(sample(EventKind::Listen).to_json()["backlog"].is_null());
+        assert!(sample(EventKind::Listen).to_json()["cmdline"].is_null());
+        assert!(sample(EventKind::Connect).to_json().get("cmdline").is_none());
         assert!(sample(EventKind::Accept)
             .to_json()
             .get("listener")
@@ -554,6 +599,9 @@ mod tests {
                         "/kubepods.slice/kubepods-pod9c1e6f3a_2b4d_4e8f_a1b2_c3d4e5f60718.slice/crio-{}.scope",
                         "ab".repeat(32)
                     )),
+                    ppid: Some(3),
+                    parent_exe: Some("/p\u{1b}q".into()),
+                    cmdline: Some(vec!["a b".into(), "\n\"\u{7}".into(), String::new()]),
                 });
                 e.details = Details {
                     backlog: Some(5),

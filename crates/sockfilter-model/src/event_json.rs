@@ -59,7 +59,8 @@ impl Event {
     /// let v: serde_json::Value = serde_json::from_str(r#"{"event":"listen","time":"2026-11-26T08:22:09.123456Z",
     ///   "verdict":"allow","pid":42,"uid":0,"comm":"nc","exe":"/usr/bin/nc","cgroup":"/","proto":"tcp",
     ///   "family":"ipv4","local":{"ip":"0.0.0.0","port":22},"remote":null,"socket":7,"existing":false,
-    ///   "rule":null,"backlog":5,"unit":null,"container":null,"pod_uid":null,"host":"web-01"}"#).unwrap();
+    ///   "rule":null,"backlog":5,"unit":null,"container":null,"pod_uid":null,"host":"web-01",
+    ///   "ppid":1,"parent_exe":"/usr/lib/systemd/systemd","cmdline":["nc","-l","22"]}"#).unwrap();
     /// let e = Event::from_json(&v).unwrap();
     /// assert_eq!(e.local.port, 22);
     /// let mut again = e.to_json();
@@ -84,6 +85,13 @@ impl Event {
                 comm: opt_str(v, "comm").unwrap_or_default(),
                 exe: opt_str(v, "exe"),
                 cgroup: opt_str(v, "cgroup"),
+                ppid: opt_u64(v, "ppid")?.map(|p| p as u32),
+                parent_exe: opt_str(v, "parent_exe"),
+                cmdline: v.get("cmdline").and_then(Value::as_array).map(|args| {
+                    args.iter()
+                        .map(|a| a.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                }),
             }),
         };
         let proto = match str_field(v, "proto")? {

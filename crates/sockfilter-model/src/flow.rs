@@ -545,6 +545,7 @@ mod tests {
                 comm: "t".into(),
                 exe: None,
                 cgroup: None,
+                ..Default::default()
             }),
             proto,
             family: Family::Ipv4,

@@ -150,9 +150,21 @@ pub struct SfEvent {
     /// A refused accept (cookie 0): refused peers of the same listener not
     /// reported (over the rate limit) since the previous reported one.
     pub suppressed: u32,
+    /// The owner's parent (tgid); 0 = unknown.
+    pub ppid: u32,
+    /// Padding.
+    pub _pad2: u32,
+    /// The owner's exec (`SfExe::exec_id`); 0 = unknown.
+    pub exec_id: u64,
+    /// The parent's exec (`SfExe::exec_id`) when the owner last saw it; 0 = unknown.
+    pub parent_exec_id: u64,
     /// Executable path (not NUL-terminated; `exe_len` bytes).
     pub exe: [u8; EXE_LEN],
 }
+
+/// The bit set in the exec ids user space gives to processes older than
+/// sockfilter (the kernel's have it clear).
+pub const SEEDED_EXEC_ID: u64 = 1 << 63;
 
 /// `struct sf_exe`: a process's executable, as kept in the `exe_by_pid` map.
 #[repr(C)]
@@ -166,8 +178,13 @@ pub struct SfExe {
     pub ino: u64,
     /// Device of the file, as the kernel encodes it (major << 20 | minor).
     pub dev: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// The parent (tgid) when last seen; 0 = unknown.
+    pub ppid: u32,
+    /// Which exec this is: new at every exec, kept by a fork. The kernel's
+    /// ids have the top bit clear; [`SEEDED_EXEC_ID`] marks user space's.
+    pub exec_id: u64,
+    /// The parent's `exec_id` when last seen; 0 = unknown.
+    pub parent_exec_id: u64,
     /// The path (not NUL-terminated).
     pub path: [u8; EXE_LEN],
 }

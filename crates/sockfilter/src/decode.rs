@@ -82,6 +82,10 @@ impl Decoder {
             comm: c_string(&raw.comm[..COMM_LEN]),
             exe: exe(raw),
             cgroup: self.cgroups.name(raw.cgroup_id),
+            // parent_exe and cmdline are named by crate::ancestry, from
+            // the exec ids, outside the decoder.
+            ppid: (raw.ppid != 0).then_some(raw.ppid),
+            ..Default::default()
         });
         let bytes_known = raw.flags & flags::BYTES_UNKNOWN == 0;
         let details = match event_kind {

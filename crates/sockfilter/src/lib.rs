@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod ancestry;
 pub mod cgroup;
 pub mod cgroup_changes;
 pub mod decode;

@@ -4,7 +4,7 @@
 //! and unloads every program when it is dropped, so a normal exit, an error
 //! or a signal handled by the caller leaves nothing behind.
 
-use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN};
+use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN, SEEDED_EXEC_ID};
 use crate::pinned::{PinnedScope, State as PinnedState};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
@@ -12,6 +12,7 @@ use aya::programs::{
     BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, SkLookup, SockOps, TracePoint,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -552,14 +553,19 @@ impl Probe {
 
     /// The executable the kernel recorded for a process, if any.
     pub fn exe_of(&self, pid: u32) -> Option<String> {
+        exe_string(&self.exe_record(pid)?)
+    }
+
+    /// The kernel's record of a process's executable and ancestry, if any.
+    pub fn exe_record(&self, pid: u32) -> Option<SfExe> {
         let map = self.bpf.map("exe_by_pid")?;
         let m = BpfHashMap::<&MapData, u32, SfExe>::try_from(map).ok()?;
-        let x = m.get(&pid, 0).ok()?;
-        exe_string(&x)
+        m.get(&pid, 0).ok()
     }
 }
 
-fn exe_string(x: &SfExe) -> Option<String> {
+/// The path of a record, if it is whole.
+pub fn exe_string(x: &SfExe) -> Option<String> {
     if x.len == 0 || x.truncated != 0 {
         return None;
     }
@@ -786,7 +792,9 @@ fn ensure_tracefs() -> Result<(), LoadError> {
     .map_err(|e| LoadError::NoTracefs(e.to_string()))
 }
 
-/// Fills `exe_by_pid` for processes that were running before sockfilter.
+/// Fills `exe_by_pid` for processes that were running before sockfilter,
+/// with their parents. Their exec ids are [`SEEDED_EXEC_ID`] | pid: unique
+/// among them, and never one the kernel gives.
 fn seed_executables(bpf: &mut Ebpf) {
     let Some(map) = bpf.map_mut("exe_by_pid") else {
         return;
@@ -794,33 +802,44 @@ fn seed_executables(bpf: &mut Ebpf) {
     let Ok(mut m) = BpfHashMap::<&mut MapData, u32, SfExe>::try_from(map) else {
         return;
     };
-    for pid in crate::procfs::pids() {
-        let Some(path) = crate::procfs::exe(pid) else {
-            continue;
-        };
-        let bytes = path.as_bytes();
-        // The file itself, through the /proc link (whatever path led to it).
-        let Some((dev, ino)) = crate::enforce::file_identity(&format!("/proc/{pid}/exe")) else {
-            continue;
-        };
-        let mut x = SfExe {
-            len: 0,
-            truncated: 0,
-            ino,
-            dev,
-            _pad: 0,
-            path: [0; EXE_LEN],
-        };
-        // The kernel keeps at most EXE_LEN - 1 bytes (resolve_path).
-        if bytes.len() >= EXE_LEN {
-            x.truncated = 1;
-        } else {
-            x.len = bytes.len() as u32;
-            x.path[..bytes.len()].copy_from_slice(bytes);
+    let records: HashMap<u32, SfExe> = crate::procfs::pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, seed_record(pid)?)))
+        .collect();
+    for (&pid, x) in &records {
+        let mut x = *x;
+        if records.contains_key(&x.ppid) {
+            x.parent_exec_id = SEEDED_EXEC_ID | u64::from(x.ppid);
         }
         // BPF_NOEXIST: an exec seen by the kernel since attach is newer.
         let _ = m.insert(pid, x, 1 /* BPF_NOEXIST */);
     }
+}
+
+/// A process's record as /proc shows it (parent_exec_id not yet known).
+fn seed_record(pid: u32) -> Option<SfExe> {
+    let path = crate::procfs::exe(pid)?;
+    let bytes = path.as_bytes();
+    // The file itself, through the /proc link (whatever path led to it).
+    let (dev, ino) = crate::enforce::file_identity(&format!("/proc/{pid}/exe"))?;
+    let mut x = SfExe {
+        len: 0,
+        truncated: 0,
+        ino,
+        dev,
+        ppid: crate::procfs::ppid(pid).unwrap_or(0),
+        exec_id: SEEDED_EXEC_ID | u64::from(pid),
+        parent_exec_id: 0,
+        path: [0; EXE_LEN],
+    };
+    // The kernel keeps at most EXE_LEN - 1 bytes (resolve_path).
+    if bytes.len() >= EXE_LEN {
+        x.truncated = 1;
+    } else {
+        x.len = bytes.len() as u32;
+        x.path[..bytes.len()].copy_from_slice(bytes);
+    }
+    Some(x)
 }
 
 /// An error and its causes on one line (aya nests the verifier log).

@@ -290,6 +290,7 @@ mod tests {
             comm: "srv".into(),
             exe: exe.map(Into::into),
             cgroup: Some("/x".into()),
+            ..Default::default()
         }
     }
 

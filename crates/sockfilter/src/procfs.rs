@@ -100,5 +100,77 @@ pub fn owner(pid: u32) -> sockfilter_model::Owner {
         comm: comm(pid).unwrap_or_default(),
         exe: exe(pid),
         cgroup: crate::cgroup::cgroup_of_pid(pid),
+        ppid: ppid(pid),
+        parent_exe: ppid(pid).and_then(exe),
+        cmdline: cmdline(pid),
+    }
+}
+
+/// The parent's pid: the 4th field of `/proc/PID/stat` (after the command
+/// name, which is in parentheses and may itself hold spaces and
+/// parentheses: the last `)` ends it). None for pid 1 (parent 0).
+pub fn ppid(pid: u32) -> Option<u32> {
+    let s = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.iter().rposition(|&c| c == b')')? + 1..];
+    let mut fields = after
+        .split(|&c| c == b' ')
+        .filter(|f| !f.is_empty());
+    fields.next()?; // state
+    let ppid: u32 = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    (ppid != 0).then_some(ppid)
+}
+
+/// The bytes of a command line the kernel and sockfilter keep
+/// (`SF_ARGS_LEN`): longer ones are cut there.
+pub const CMDLINE_MAX: usize = 512;
+
+/// `/proc/PID/cmdline` as arguments (at most [`CMDLINE_MAX`] bytes), or
+/// None if it cannot be read or is empty (a kernel thread, a zombie).
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(CMDLINE_MAX);
+    std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .take(CMDLINE_MAX as u64)
+        .read_to_end(&mut buf)
+        .ok()?;
+    split_args(&buf)
+}
+
+/// NUL-separated arguments (the final NUL optional) as strings, invalid
+/// UTF-8 replaced as for exe paths. None if there are none.
+pub fn split_args(buf: &[u8]) -> Option<Vec<String>> {
+    if buf.is_empty() {
+        return None;
+    }
+    let body = buf.strip_suffix(&[0]).unwrap_or(buf);
+    Some(
+        body.split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_split_at_nul_keeping_empty_ones() {
+        assert_eq!(split_args(b""), None);
+        assert_eq!(
+            split_args(b"python3\0-c\0\0x y\0"),
+            Some(vec!["python3".into(), "-c".into(), "".into(), "x y".into()])
+        );
+        // Cut short: no final NUL.
+        assert_eq!(split_args(b"ab\0cd"), Some(vec!["ab".into(), "cd".into()]));
+    }
+
+    #[test]
+    fn this_process_has_a_parent_and_arguments() {
+        let me = std::process::id();
+        assert_eq!(ppid(me), Some(std::os::unix::process::parent_id()));
+        assert!(cmdline(me).is_some_and(|a| !a.is_empty()));
+        assert_eq!(ppid(1), None);
     }
 }

@@ -3,6 +3,7 @@
 //! and nothing lost silently.
 
 use crate::abi::SfEvent;
+use crate::ancestry::Ancestry;
 use crate::decode::Decoder;
 use crate::diag::{tcp_state, DiagSocket};
 use crate::loader::{LoadError, Probe, ProbeOptions};
@@ -40,6 +41,8 @@ pub struct Watcher {
     probe: Probe,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Decoder,
+    /// Parent executables and command lines, by exec id.
+    ancestry: Ancestry,
     queue: VecDeque<Item>,
     lost_reported: u64,
     /// When the kernel's drop counter was last read (a syscall: not per event).
@@ -133,6 +136,7 @@ impl Watcher {
             probe,
             ring,
             decoder: Decoder::new(root.clone()),
+            ancestry: Ancestry::new(),
             queue: VecDeque::new(),
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
@@ -300,6 +304,7 @@ impl Watcher {
             match SfEvent::from_bytes(&rec) {
                 Ok(raw) => {
                     let mut e = self.decoder.decode(&raw);
+                    self.ancestry.fill(&mut e, &raw, &self.probe);
                     self.older.fill(&mut e);
                     self.queue.push_back(Item::Event(e));
                 }

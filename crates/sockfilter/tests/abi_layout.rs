@@ -42,9 +42,24 @@ fn rust_mirror_matches_the_c_header() {
         remote_addr,
         comm,
         exe_len,
+        suppressed,
+        ppid,
+        exec_id,
+        parent_exec_id,
         exe
     );
-    rust.extend(fields!(SfExe, "sf_exe", len, truncated, ino, dev, path));
+    rust.extend(fields!(
+        SfExe,
+        "sf_exe",
+        len,
+        truncated,
+        ino,
+        dev,
+        ppid,
+        exec_id,
+        parent_exec_id,
+        path
+    ));
     rust.extend(fields!(SfProc, "sf_proc", cgroup_id, pid, uid, comm));
     rust.extend(fields!(SfListenKey, "sf_listen_key", netns, addr, port));
     rust.extend(fields!(

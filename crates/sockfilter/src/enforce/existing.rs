@@ -112,6 +112,7 @@ mod tests {
                 comm: "srv".into(),
                 exe: None,
                 cgroup: None,
+                ..Default::default()
             }),
             proto: Proto::Tcp,
             family: Family::Ipv4,

@@ -76,6 +76,7 @@ impl Request {
             comm: self.comm.clone(),
             exe: self.exe.clone(),
             cgroup: self.cgroup.clone(),
+            ..Default::default()
         }
     }
 }
