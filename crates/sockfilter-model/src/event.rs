@@ -330,10 +330,7 @@ impl Event {
         match self.kind {
             EventKind::Listen => {
                 m.insert("backlog".into(), opt(d.backlog));
-                m.insert(
-                    "cmdline".into(),
-                    opt(owner.and_then(|o| o.cmdline.clone())),
-                );
+                m.insert("cmdline".into(), opt(owner.and_then(|o| o.cmdline.clone())));
             }
             EventKind::Accept => {
                 m.insert("listener".into(), opt(d.listener));
@@ -484,7 +481,11 @@ impl Event {
         if let Some(ns) = self.netns {
             push_opt_num(out, "netns", Some(ns));
         }
-        push_opt_str(out, "parent_exe", owner.and_then(|o| o.parent_exe.as_deref()));
+        push_opt_str(
+            out,
+            "parent_exe",
+            owner.and_then(|o| o.parent_exe.as_deref()),
+        );
         push_opt_num(out, "pid", owner.map(|o| u64::from(o.pid)));
         push_opt_str(out, "pod_uid", workload.pod_uid.as_deref());
         push_opt_num(out, "ppid", owner.and_then(|o| o.ppid.map(u64::from)));
@@ -569,7 +570,10 @@ mod tests {
         }
         assert!(sample(EventKind::Listen).to_json()["backlog"].is_null());
         assert!(sample(EventKind::Listen).to_json()["cmdline"].is_null());
-        assert!(sample(EventKind::Connect).to_json().get("cmdline").is_none());
+        assert!(sample(EventKind::Connect)
+            .to_json()
+            .get("cmdline")
+            .is_none());
         assert!(sample(EventKind::Accept)
             .to_json()
             .get("listener")

@@ -112,9 +112,7 @@ pub fn owner(pid: u32) -> sockfilter_model::Owner {
 pub fn ppid(pid: u32) -> Option<u32> {
     let s = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let after = &s[s.iter().rposition(|&c| c == b')')? + 1..];
-    let mut fields = after
-        .split(|&c| c == b' ')
-        .filter(|f| !f.is_empty());
+    let mut fields = after.split(|&c| c == b' ').filter(|f| !f.is_empty());
     fields.next()?; // state
     let ppid: u32 = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     (ppid != 0).then_some(ppid)
