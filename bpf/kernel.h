@@ -104,7 +104,11 @@ struct fdtable {
 
 struct files_struct { struct fdtable *fdt; } __core;
 struct nsproxy { struct net *net_ns; } __core;
-struct mm_struct { struct file *exe_file; } __core;
+struct mm_struct {
+	struct file *exe_file;
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __core;
 struct cred { kuid_t uid; } __core;
 struct kernfs_node { __u64 id; } __core;
 struct cgroup {

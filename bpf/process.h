@@ -224,6 +224,46 @@ static __always_inline void resolve_path(struct path_scratch *s, struct file *f)
 
 }
 
+/* Exec records (struct sf_exec), for user space. Read with the events;
+ * a wake-up is asked for only when the buffer is half full, so that an
+ * exec costs no context switch of its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} execs SEC(".maps");
+
+/* Tells user space about an exec: its id, executable and arguments. The
+ * arguments are read from the new image's memory (mm->arg_start..arg_end),
+ * which exec has just written, so they are there even if the process
+ * exits a moment later; a process that later rewrites its argv (as nginx
+ * or postgres do) is still reported with what it was exec'd with. */
+static __always_inline void exec_report(struct task_struct *p, const struct sf_exe *x)
+{
+	if (!in_watched_cgroup())
+		return;
+	struct sf_exec *r = bpf_ringbuf_reserve(&execs, sizeof(*r), 0);
+	if (!r) {
+		count(SF_CNT_EXECS_LOST);
+		return;
+	}
+	r->exec_id = x->exec_id;
+	r->pid = p->tgid;
+	r->exe_len = x->truncated ? 0 : x->len;
+	bpf_probe_read_kernel(r->exe, SF_EXE_LEN, x->path);
+	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
+	__u64 len = end > start ? end - start : 0;
+	r->args_truncated = len > SF_ARGS_LEN;
+	if (len > SF_ARGS_LEN)
+		len = SF_ARGS_LEN;
+	if (len && bpf_probe_read_user(r->args, len, (const void *)start))
+		len = 0;
+	r->args_len = len;
+	__u64 wake = bpf_ringbuf_query(&execs, BPF_RB_AVAIL_DATA) > (1 << 19)
+		? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(r, wake);
+}
+
 /* exe_by_pid is filled at exec, in the exec'ing task, before execve()
  * returns: a process that binds right after exec already has its entry. */
 SEC("tp_btf/sched_process_exec")
@@ -242,6 +282,7 @@ int BPF_PROG(sf_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	s->rec.ppid = p->real_parent->tgid;
 	s->rec.parent_exec_id = exec_id_of(s->rec.ppid);
 	exe_set(pid, &s->rec);
+	exec_report(p, &s->rec);
 	return 0;
 }
 

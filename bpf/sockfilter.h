@@ -124,6 +124,20 @@ struct sf_exe {
 	char path[SF_EXE_LEN];
 };
 
+#define SF_ARGS_LEN 512
+
+/* One exec, written to the `execs` ring buffer once per exec: what user
+ * space names an exec id by (events carry exec ids, not strings). */
+struct sf_exec {
+	__u64 exec_id;
+	__u32 pid;
+	__u32 exe_len;         /* bytes used in exe; 0 = unknown or too long */
+	__u32 args_len;        /* bytes used in args (NUL-separated argv) */
+	__u32 args_truncated;  /* argv was longer than SF_ARGS_LEN */
+	char exe[SF_EXE_LEN];
+	char args[SF_ARGS_LEN];
+};
+
 /* What was decided. SF_V_NONE: no policy is loaded (watch). */
 /* Which mechanism carried out a deny. */
 enum sf_enforced_by {
@@ -261,6 +275,7 @@ enum sf_counter {
 	SF_CNT_ACCEPTED_FULL = 4,      /* accepted sockets whose owner was not kept: map full */
 	SF_CNT_UDP_FULL = 5,           /* UDP sockets whose endpoints were not kept: map full */
 	SF_CNT_URING_FULL = 6,         /* io_uring multishot accepts not followed: map full */
+	SF_CNT_EXECS_LOST = 7,         /* exec records that did not fit in their ring buffer */
 	SF_CNT_MAX = 8,
 };
 

@@ -228,6 +228,7 @@ pub async fn event_loop(
     let _ = out.flush();
     let malformed = watcher.malformed_total();
     let not_kept = watcher.older_not_kept();
+    let (execs_lost, execs_forgotten) = watcher.execs_not_kept();
     let extra_lines = extra.summary(&watcher);
     // A clean stop ends enforcement: nothing pinned stays behind.
     watcher.release_pins();
@@ -250,6 +251,12 @@ pub async fn event_loop(
             "sockfilter: {not_kept} sockets older than the watch were beyond what is kept for their close ({} owners, {} UDP endpoints): their closes may lack an owner or, for UDP, not be reported",
             sockfilter::older_sockets::MAX_KEPT,
             sockfilter::older_sockets::MAX_UDP_WRITTEN
+        );
+    }
+    if execs_lost + execs_forgotten > 0 {
+        eprintln!(
+            "sockfilter: execs not kept: {execs_lost} records lost (their ring buffer was full), {execs_forgotten} forgotten (beyond {}): their cmdline and parent_exe were read from the kernel's process table or /proc while they ran, null after",
+            sockfilter::ancestry::MAX_EXECS
         );
     }
     for l in extra_lines {

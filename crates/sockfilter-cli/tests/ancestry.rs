@@ -6,9 +6,12 @@
 mod common;
 
 use common::*;
-use std::io::BufReader;
+use sockfilter_model::text::escape;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::ChildStdout;
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 /// An argument with a terminal escape sequence, a newline and a backslash.
 const NASTY: &str = "\x1b[2J\nforged\\";
@@ -96,6 +99,16 @@ fn a_forked_and_execd_child_reports_its_parent_and_arguments() {
         assert_eq!(v["parent_exe"], parent_exe.as_str(), "{kind}: {v}");
         if kind == "listen" {
             assert_eq!(port_of(&v, "local"), u64::from(port));
+            // What it was exec'd with, read at exec: not what /proc now
+            // shows (the child has overwritten argv[1]).
+            assert_eq!(v["cmdline"], serde_json::json!(args), "{v}");
+            let proc_now = std::fs::read(format!("/proc/{child}/cmdline")).unwrap();
+            assert!(
+                proc_now.windows(9).any(|w| w == b"XXXXXXXXX"),
+                "the child did not rewrite its argv: {proc_now:?}"
+            );
+        } else {
+            assert!(v.get("cmdline").is_none(), "{v}");
         }
     }
     // The parent itself (python, exec'd by this test) names this test's
@@ -108,4 +121,92 @@ fn a_forked_and_execd_child_reports_its_parent_and_arguments() {
     let v = w.expect("bind", |v| is(v, "bind", py.pid()));
     assert_eq!(v["ppid"], std::process::id(), "{v}");
     assert_eq!(v["parent_exe"], exe_of(std::process::id()).as_str(), "{v}");
+}
+
+#[test]
+fn an_existing_listener_carries_its_ancestry_and_arguments_from_proc() {
+    let cg = TestCgroup::new("ancestry-existing");
+    let code = "import socket, sys\n\
+                s = socket.socket()\n\
+                s.bind(('127.0.0.1', 0))\n\
+                s.listen()\n\
+                print(s.getsockname()[1], flush=True)\n\
+                sys.stdin.read()\n";
+    let (py, port, _out) = python(&cg, code);
+    let mut w = Watch::start(&cg, &[]);
+    let v = w.expect("existing listen", |v| {
+        is(v, "listen", py.pid()) && v["existing"] == true
+    });
+    assert_eq!(port_of(&v, "local").to_string(), port);
+    // argv[0] is "python3", or a full path where python3 is a wrapper
+    // that execs the interpreter (pyenv).
+    let args = v["cmdline"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert!(args[0].as_str().unwrap().ends_with("python3"), "{v}");
+    assert_eq!(
+        args[1..],
+        serde_json::json!(["-u", "-c", code]).as_array().unwrap()[..],
+        "{v}"
+    );
+    assert_eq!(v["ppid"], std::process::id(), "{v}");
+    assert_eq!(v["parent_exe"], exe_of(std::process::id()).as_str(), "{v}");
+}
+
+#[test]
+fn text_output_escapes_the_arguments() {
+    let cg = TestCgroup::new("ancestry-text");
+    let tmp = temp_dir("text");
+    let bin = c_fixture(&tmp.0, "ancestry_child", &[]);
+    let args = child_args(&bin);
+
+    let mut child = Command::new(sockfilter())
+        .args(["watch", "--no-existing", "--cgroup"])
+        .arg(&cg.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        // Raw bytes: a raw ESC or newline from the process must show.
+        while r.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+            buf.clear();
+        }
+    });
+    let w = Watch::wrap(child, "watching");
+    let (parent, _child, port, _out) = fork_exec(&cg, &args);
+    let deadline = Instant::now() + WAIT;
+    let listen = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = lines
+            .recv_timeout(left)
+            .expect("no listen line within the bound");
+        assert!(!l.contains('\x1b'), "a raw ESC reached the output: {l:?}");
+        assert!(
+            l.as_bytes().get(2) == Some(&b':'),
+            "a line that is not an event (forged?): {l:?}"
+        );
+        if l.contains(" listen ") && l.contains(&format!("127.0.0.1:{port} ")) {
+            break l;
+        }
+    };
+    let expected = format!(
+        "cmdline={} \"two words\" {}\n",
+        escape(args[0].as_str()),
+        escape(NASTY)
+    );
+    assert!(listen.ends_with(&expected), "{listen:?} !~ {expected:?}");
+    assert!(
+        listen.contains(&format!(
+            "ppid={} parent={} ",
+            parent.pid(),
+            escape(&python_exe())
+        )),
+        "{listen:?}"
+    );
+    let (st, _) = w.stop(libc::SIGINT);
+    assert!(st.success());
 }

@@ -87,6 +87,10 @@ pub const COUNTER_UDP_FULL: u32 = 5;
 /// Index of the counter of io_uring multishot accepts the kernel could not
 /// follow (map full): their connections are not reported as accepts.
 pub const COUNTER_URING_FULL: u32 = 6;
+/// Index of the counter of exec records that did not fit in their ring
+/// buffer (`execs`): those execs' command lines and parent executables are
+/// then asked of the kernel's per-process record or /proc, while they run.
+pub const COUNTER_EXECS_LOST: u32 = 7;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;
@@ -160,6 +164,40 @@ pub struct SfEvent {
     pub parent_exec_id: u64,
     /// Executable path (not NUL-terminated; `exe_len` bytes).
     pub exe: [u8; EXE_LEN],
+}
+
+/// Bytes of the argument buffer of an exec record (`SF_ARGS_LEN`).
+pub const ARGS_LEN: usize = 512;
+
+/// `struct sf_exec`: one exec, from the `execs` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SfExec {
+    /// The exec's id (`SfExe::exec_id`).
+    pub exec_id: u64,
+    /// The process that exec'd.
+    pub pid: u32,
+    /// Bytes used in `exe`; 0 = unknown or too long.
+    pub exe_len: u32,
+    /// Bytes used in `args`.
+    pub args_len: u32,
+    /// Non-zero if argv was longer than `args`.
+    pub args_truncated: u32,
+    /// The executable's path (not NUL-terminated).
+    pub exe: [u8; EXE_LEN],
+    /// argv, NUL-separated, as the process was exec'd with.
+    pub args: [u8; ARGS_LEN],
+}
+
+impl SfExec {
+    /// Reads a record from ring-buffer bytes; None if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<SfExec> {
+        if bytes.len() < std::mem::size_of::<SfExec>() {
+            return None;
+        }
+        // SAFETY: length checked; plain data, every bit pattern valid.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const SfExec) })
+    }
 }
 
 /// The bit set in the exec ids user space gives to processes older than

@@ -533,6 +533,13 @@ impl Probe {
             .and_then(|m| RingBuf::try_from(m).ok())
     }
 
+    /// The ring buffer of exec records (`struct sf_exec`). Can be taken once.
+    pub fn take_execs(&mut self) -> Option<RingBuf<MapData>> {
+        self.bpf
+            .take_map("execs")
+            .and_then(|m| RingBuf::try_from(m).ok())
+    }
+
     /// Events the kernel dropped because the ring buffer was full, summed
     /// over CPUs, since load.
     pub fn lost(&self) -> u64 {

@@ -132,11 +132,12 @@ impl Watcher {
             .map_err(|e| LoadError::Object(format!("polling the ring buffer: {e}")))?;
         let root = crate::cgroup::cgroup2_mount().ok_or(LoadError::NoCgroup2)?;
         let watched = opts.cgroup.as_ref().and_then(|c| relative_cgroup(&root, c));
+        let ancestry = Ancestry::new(&mut probe)?;
         let mut w = Watcher {
+            ancestry,
             probe,
             ring,
             decoder: Decoder::new(root.clone()),
-            ancestry: Ancestry::new(),
             queue: VecDeque::new(),
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
@@ -230,6 +231,17 @@ impl Watcher {
         self.malformed
     }
 
+    /// Exec records lost (their ring buffer was full) and execs forgotten
+    /// (the table was full): the command lines and parent executables of
+    /// those execs are named from the kernel's per-process record and
+    /// /proc while they run, null after.
+    pub fn execs_not_kept(&self) -> (u64, u64) {
+        (
+            self.probe.counter(crate::abi::COUNTER_EXECS_LOST),
+            self.ancestry.evicted(),
+        )
+    }
+
     /// Sockets that existed at start whose owner was not kept for their
     /// close (beyond [`crate::older_sockets::MAX_KEPT`]).
     pub fn older_not_kept(&self) -> u64 {
@@ -257,14 +269,23 @@ impl Watcher {
                 self.busy = self.drain_ring() > 0;
                 continue;
             }
-            match tokio::time::timeout(LOST_POLL, self.ring.readable_mut()).await {
-                Ok(Ok(mut guard)) => {
+            let ready = tokio::select! {
+                r = tokio::time::timeout(LOST_POLL, self.ring.readable_mut()) => Some(r),
+                // The kernel asks for its exec records to be read before
+                // their buffer fills (not once per exec).
+                _ = self.ancestry.readable() => None,
+            };
+            match ready {
+                Some(Ok(Ok(mut guard))) => {
                     guard.clear_ready();
                     drop(guard);
                     self.busy = self.drain_ring() > 0;
                 }
-                Ok(Err(_)) => return None,
-                Err(_) => self.check_lost(),
+                Some(Ok(Err(_))) => return None,
+                Some(Err(_)) => self.check_lost(),
+                None => {
+                    self.ancestry.drain();
+                }
             }
         }
     }
@@ -288,6 +309,9 @@ impl Watcher {
 
     fn check_lost(&mut self) {
         self.lost_checked = std::time::Instant::now();
+        // Exec records are read with the events that name them; when no
+        // event comes, read them here so that their buffer never fills.
+        self.ancestry.drain();
         let lost = self.probe.lost();
         if lost > self.lost_reported {
             self.queue.push_back(Item::Lost(lost - self.lost_reported));

@@ -3,7 +3,7 @@
 //! agree field by field.
 
 use sockfilter::abi::policy::{SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfPolicyMeta, SfU64Key};
-use sockfilter::abi::{SfEvent, SfExe, SfListenKey, SfListener, SfOwner, SfProc};
+use sockfilter::abi::{SfEvent, SfExe, SfExec, SfListenKey, SfListener, SfOwner, SfProc};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -59,6 +59,17 @@ fn rust_mirror_matches_the_c_header() {
         exec_id,
         parent_exec_id,
         path
+    ));
+    rust.extend(fields!(
+        SfExec,
+        "sf_exec",
+        exec_id,
+        pid,
+        exe_len,
+        args_len,
+        args_truncated,
+        exe,
+        args
     ));
     rust.extend(fields!(SfProc, "sf_proc", cgroup_id, pid, uid, comm));
     rust.extend(fields!(SfListenKey, "sf_listen_key", netns, addr, port));
