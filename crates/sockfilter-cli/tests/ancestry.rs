@@ -123,6 +123,48 @@ fn a_forked_and_execd_child_reports_its_parent_and_arguments() {
     assert_eq!(v["parent_exe"], exe_of(std::process::id()).as_str(), "{v}");
 }
 
+/// A re-parented process names its new parent: a python subreaper runs
+/// `sh`, which starts the last process (python) in the background and
+/// exits; the last one then binds. Its event names the subreaper and its
+/// executable (what getppid() says then), not the exited `sh` that started
+/// it and that the kernel's record named until this event.
+#[test]
+fn a_reparented_child_names_its_new_parent() {
+    let cg = TestCgroup::new("ancestry-reparent");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let last_code = r#"import os, socket, time
+deadline = time.monotonic() + 20
+while os.getppid() != int(os.environ['REAPER']):
+    if time.monotonic() > deadline:
+        os._exit(3)
+    time.sleep(0.001)
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.close()
+"#;
+    let code = r#"import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+env = dict(os.environ, REAPER=str(os.getpid()), LAST=sys.argv[1])
+sh = subprocess.Popen(['sh', '-c', 'python3 -c "$LAST" & echo $!'], stdout=subprocess.PIPE, env=env)
+last = int(sh.stdout.readline())
+sh.wait()
+print('last', last, flush=True)
+_, status = os.waitpid(last, 0)
+print('done', status, flush=True)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-u", "-c", code, last_code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let (reaper, first, mut out) = spawn_ready(&cg, cmd);
+    let (_, last) = first.split_once(' ').expect("last PID");
+    let last: u32 = last.parse().unwrap();
+    assert_eq!(read_line(&mut out), "done 0", "the last process failed");
+    let v = w.expect("bind of the re-parented process", |v| is(v, "bind", last));
+    assert_eq!(v["ppid"], reaper.pid(), "{v}");
+    assert_eq!(v["parent_exe"], python_exe().as_str(), "{v}");
+}
+
 #[test]
 fn an_existing_listener_carries_its_ancestry_and_arguments_from_proc() {
     let cg = TestCgroup::new("ancestry-existing");
