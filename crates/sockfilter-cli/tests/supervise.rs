@@ -222,6 +222,13 @@ print("served", peer[0])
         .find(|e| e["event"] == "listen" && e["verdict"] == "allow")
         .unwrap();
     assert_eq!(listen["local"]["port"], port);
+    // Ancestry: the held caller's parent and arguments, read while held.
+    assert!(listen["ppid"].as_u64().is_some_and(|p| p > 0), "{listen}");
+    assert!(listen["parent_exe"].is_string(), "{listen}");
+    let args = listen["cmdline"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listen}"));
+    assert_eq!(args.last().unwrap(), script, "{listen}");
     assert!(listen["rule"].is_null());
     assert!(listen["socket"].as_u64().unwrap() > 0);
     let accept = evs.iter().find(|e| e["event"] == "accept").unwrap();

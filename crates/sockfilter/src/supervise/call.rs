@@ -220,6 +220,8 @@ impl Call {
         remote: Option<Endpoint>,
     ) -> Request {
         let (pid, uid, comm, exe, cgroup) = self.who();
+        // Read while the call is held: the caller cannot exit or exec.
+        let ppid = crate::procfs::ppid(pid);
         Request {
             pid,
             tid: self.tid,
@@ -227,6 +229,11 @@ impl Call {
             comm,
             exe,
             cgroup,
+            ppid,
+            parent_exe: ppid.and_then(crate::procfs::exe),
+            cmdline: (op == Operation::Listen)
+                .then(|| crate::procfs::cmdline(pid))
+                .flatten(),
             op,
             syscall,
             proto: sock.proto(),

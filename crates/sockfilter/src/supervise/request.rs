@@ -44,6 +44,13 @@ pub struct Request {
     pub exe: Option<String>,
     /// The caller's cgroup v2 path.
     pub cgroup: Option<String>,
+    /// The caller's parent process (None for pid 1 or when unknown).
+    pub ppid: Option<u32>,
+    /// The parent's executable, as `/proc/PPID/exe` shows it.
+    pub parent_exe: Option<String>,
+    /// `listen`: the caller's arguments, as `/proc/PID/cmdline` shows them
+    /// (at most the first 512 bytes); None for other operations.
+    pub cmdline: Option<Vec<String>>,
     /// What is asked.
     pub op: Operation,
     /// The system call that asks it.
@@ -76,7 +83,9 @@ impl Request {
             comm: self.comm.clone(),
             exe: self.exe.clone(),
             cgroup: self.cgroup.clone(),
-            ..Default::default()
+            ppid: self.ppid,
+            parent_exe: self.parent_exe.clone(),
+            cmdline: self.cmdline.clone(),
         }
     }
 }
