@@ -191,6 +191,9 @@ int sf_sendmsg6(struct bpf_sock_addr *ctx) { return sendmsg_hook(ctx, 1); }
 SEC("sk_lookup")
 int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 {
+	/* Taken first, on every path: a tag left behind would be read by a
+	 * nested lookup of another namespace. */
+	__u64 netns = lookup_netns_take();
 	if (ctx->protocol != IPPROTO_TCP)
 		return SK_PASS;
 	struct sf_subject sub = { .op = SF_OP_ACCEPT, .has_local = 1, .has_remote = 1 };
@@ -209,7 +212,6 @@ int sf_sk_lookup(struct bpf_sk_lookup *ctx)
 	if (sub.ipv6 ? !(ctx->remote_ip6[0] | ctx->remote_ip6[1] | ctx->remote_ip6[2] | ctx->remote_ip6[3])
 		     : !ctx->remote_ip4)
 		return SK_PASS;
-	__u64 netns = cfg_lookup_netns ? bpf_get_netns_cookie(ctx) : 0;
 	struct sf_listener *l = listener_find(netns, sub.local_addr, sub.local_port, sub.ipv6);
 	if (l && l->denied)
 		return SK_DROP;

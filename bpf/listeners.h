@@ -34,10 +34,41 @@ struct {
 	__type(value, struct sf_refused_bucket);
 } refused_unlisted SEC(".maps");
 
+/* The network namespace a socket lookup runs for. No kernel up to 6.18 lets
+ * sk_lookup call bpf_get_netns_cookie() or reach its namespace otherwise, so
+ * enforce attaches, ahead of sf_sk_lookup in each namespace, a program of a
+ * few instructions loaded for that namespace with its cookie as a constant
+ * (crates/sockfilter/src/netns_tag.rs), which stores the cookie here. The
+ * programs of one namespace run one after the other on one CPU (the kernel
+ * disables migration around them), so sf_sk_lookup reads its own
+ * namespace's cookie, and takes it (leaves 0), so that a lookup interrupted
+ * between the two programs by a nested one on the same CPU (a lookup in
+ * process context, e.g. nft's socket match on output, interrupted by a
+ * softirq) finds 0 and never another namespace's cookie. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lookup_netns SEC(".maps");
+
+/* This lookup's namespace cookie, taken from lookup_netns; 0 when unknown
+ * (no listener is ever registered under 0: socket lookup then finds none). */
+static __always_inline __u64 lookup_netns_take(void)
+{
+	__u32 zero = 0;
+	__u64 *tag = bpf_map_lookup_elem(&lookup_netns, &zero);
+	if (!tag)
+		return 0;
+	__u64 netns = *tag;
+	*tag = 0;
+	return netns;
+}
+
 static __always_inline void listen_key(struct sf_listen_key *k, __u64 netns, const __u8 *addr,
 				       __u16 port)
 {
-	k->netns = cfg_lookup_netns ? netns : 0;
+	k->netns = netns;
 	__builtin_memcpy(k->addr, addr, 16);
 	k->port = port;
 }

@@ -117,11 +117,6 @@ struct {
 	__type(value, __u64);
 } pol_hits SEC(".maps");
 
-/* 1 when sk_lookup can read its network namespace's cookie (probed by the
- * loader): listener keys then carry it, so that a listener in one namespace
- * never stands for another namespace's listener on the same address. */
-const volatile __u8 cfg_lookup_netns = 0;
-
 /* TCP listeners, registered at listen() (sockops) and removed when they
  * close: socket lookup finds here whether a connection's listener is denied
  * and who owns it, since it runs before any socket is chosen and with no

@@ -239,8 +239,9 @@ struct sf_u64_key {
 #define SF_CGROUP_DEPTH 16
 
 /* A TCP listener as enforce knows it (map `listeners`), by network namespace
- * cookie (0 on kernels whose sk_lookup cannot read it), local address
- * (normalized to IPv6: IPv4 as ::ffff:a.b.c.d) and port. */
+ * cookie (never reused while the system runs, unlike the namespace's inode
+ * number), local address (normalized to IPv6: IPv4 as ::ffff:a.b.c.d) and
+ * port. */
 struct sf_listen_key {
 	__u64 netns;
 	__u8 addr[16];

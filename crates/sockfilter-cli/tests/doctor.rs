@@ -159,7 +159,6 @@ fn enforce_names_its_degraded_capabilities_at_start() {
         "bpf_iterators",
         "bpf_sock_destroy",
         "bpf_lsm",
-        "sk_lookup_netns",
     ];
     let missing: Vec<&str> = degrading
         .iter()

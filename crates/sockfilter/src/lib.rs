@@ -19,6 +19,7 @@ pub mod enforce;
 pub mod features;
 pub mod filter;
 pub mod loader;
+pub mod netns_tag;
 pub mod older_sockets;
 pub mod pinned;
 pub mod procfs;

@@ -5,6 +5,7 @@
 //! or a signal handled by the caller leaves nothing behind.
 
 use crate::abi::{SfExe, COUNTER_LOST, EXE_LEN, SEEDED_EXEC_ID};
+use crate::netns_tag::NetnsAttachment;
 use crate::pinned::{PinnedScope, State as PinnedState};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
@@ -14,7 +15,7 @@ use aya::programs::{
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 /// The compiled BPF object for the architecture this crate is built for
@@ -105,8 +106,8 @@ pub struct Probe {
     /// The bpffs state this probe keeps enforcement in, when persistent.
     pins: Option<PinnedScope>,
     /// Adopted: the pinned socket-lookup program, and the namespaces it is
-    /// attached to already.
-    adopted: Option<(SkLookup, Vec<u64>)>,
+    /// attached to already (until the policy agent takes them).
+    adopted: Option<(SkLookup, Vec<NetnsAttachment>)>,
 }
 
 struct Hook {
@@ -463,9 +464,11 @@ impl Probe {
     }
 
     /// Network namespaces that socket lookup is attached to already (by the
-    /// enforcer whose pins were adopted).
-    pub fn sk_lookup_namespaces(&self) -> &[u64] {
-        self.adopted.as_ref().map_or(&[], |(_, ns)| ns.as_slice())
+    /// enforcer whose pins were adopted); empty after the first call.
+    pub fn take_sk_lookup_namespaces(&mut self) -> Vec<NetnsAttachment> {
+        self.adopted
+            .as_mut()
+            .map_or_else(Vec::new, |(_, ns)| std::mem::take(ns))
     }
 
     /// Ends persistent enforcement: removes every pin (links are detached)
@@ -478,9 +481,35 @@ impl Probe {
         }
     }
 
-    /// Attaches the socket-lookup program to one network namespace (given
-    /// by an open `/proc/PID/ns/net` or `/run/netns/NAME`). Enforce only.
-    pub fn attach_sk_lookup(&mut self, netns: &File) -> Result<(), LoadError> {
+    /// Attaches socket lookup to one network namespace (given by an open
+    /// `/proc/PID/ns/net` or `/run/netns/NAME`): the namespace's tag program
+    /// ([`crate::netns_tag`]), then `sf_sk_lookup`, which runs after it.
+    /// Enforce only. The attachment holds the tag program's link: dropping
+    /// it detaches the tag unless the probe is persistent (then pinned).
+    pub fn attach_sk_lookup(&mut self, netns: &File) -> Result<NetnsAttachment, LoadError> {
+        use std::os::unix::fs::MetadataExt;
+        let refused = |program: &'static str, reason: String| LoadError::Program {
+            program,
+            hook: "sk_lookup",
+            reason,
+        };
+        let ino = netns
+            .metadata()
+            .map_err(|e| refused("sf_sk_lookup", format!("the namespace: {e}")))?
+            .ino();
+        let cookie = crate::netns_tag::cookie(netns)
+            .map_err(|e| refused("sf_sk_lookup", format!("the namespace's cookie: {e}")))?;
+        let map = self
+            .bpf
+            .map("lookup_netns")
+            .ok_or_else(|| LoadError::Object("map lookup_netns missing".into()))?;
+        let aya::maps::Map::PerCpuArray(data) = map else {
+            return Err(LoadError::Object(
+                "map lookup_netns is not a per-CPU array".into(),
+            ));
+        };
+        let tag = crate::netns_tag::attach(data.fd().as_fd(), netns, cookie)
+            .map_err(|e| refused(crate::netns_tag::PROGRAM_NAME, e))?;
         let p: &mut SkLookup = match self.adopted.as_mut() {
             Some((p, _)) => p,
             None => self
@@ -489,21 +518,19 @@ impl Probe {
                 .and_then(|p| p.try_into().ok())
                 .ok_or_else(|| LoadError::Object("program sf_sk_lookup missing".into()))?,
         };
-        let refused = |e: &dyn std::error::Error| LoadError::Program {
-            program: "sf_sk_lookup",
-            hook: "sk_lookup",
-            reason: error_chain(e),
-        };
-        let id = p.attach(netns).map_err(|e| refused(&e))?;
+        // On failure the tag's link is dropped here: detached.
+        let id = p
+            .attach(netns)
+            .map_err(|e| refused("sf_sk_lookup", error_chain(&e)))?;
         if let Some(scope) = &self.pins {
-            use std::os::unix::fs::MetadataExt;
-            let ino = netns.metadata().map(|m| m.ino()).unwrap_or(0);
-            let link = p.take_link(id).map_err(|e| refused(&e))?;
+            let link = p
+                .take_link(id)
+                .map_err(|e| refused("sf_sk_lookup", error_chain(&e)))?;
             scope
-                .pin_sk_lookup(FdLink::from(link), ino)
-                .map_err(|e| LoadError::Pinned(format!("socket-lookup link: {e}")))?;
+                .pin_sk_lookup(FdLink::from(link), &tag, ino, cookie)
+                .map_err(|e| LoadError::Pinned(format!("socket-lookup links: {e}")))?;
         }
-        Ok(())
+        Ok(NetnsAttachment::new(ino, cookie, tag))
     }
 
     /// The loaded object, for the policy maps.
@@ -708,7 +735,6 @@ fn last_line(s: &str) -> &str {
 struct Globals {
     filter_cgroup: u8,
     enforce: u8,
-    lookup_netns: u8,
     /// Enforce in BPF LSM hooks (where bpf is an active LSM).
     lsm: bool,
     cfg_lsm: u8,
@@ -721,10 +747,6 @@ impl Globals {
         Globals {
             filter_cgroup: opts.cgroup.is_some().into(),
             enforce: opts.enforce.into(),
-            lookup_netns: (opts.enforce
-                && crate::features::probe(crate::features::Feature::SkLookupNetns).available()
-                    == Some(true))
-            .into(),
             lsm,
             cfg_lsm: lsm.into(),
         }
@@ -734,7 +756,6 @@ impl Globals {
         loader
             .override_global("cfg_filter_cgroup", &self.filter_cgroup, true)
             .override_global("cfg_enforce", &self.enforce, true)
-            .override_global("cfg_lookup_netns", &self.lookup_netns, true)
             .override_global("cfg_lsm", &self.cfg_lsm, true);
     }
 }

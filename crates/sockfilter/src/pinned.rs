@@ -12,7 +12,8 @@
 //! /sys/fs/bpf/sockfilter/SCOPE/maps/NAME       every map of the object
 //! /sys/fs/bpf/sockfilter/SCOPE/progs/NAME      every loaded program
 //! /sys/fs/bpf/sockfilter/SCOPE/links/NAME      cgroup and tracepoint links
-//! /sys/fs/bpf/sockfilter/SCOPE/links/sk_lookup-NETNS-ID   one per network namespace
+//! /sys/fs/bpf/sockfilter/SCOPE/links/netns_tag-INO-COOKIE  per network namespace:
+//! /sys/fs/bpf/sockfilter/SCOPE/links/sk_lookup-INO-COOKIE  socket lookup's two links
 //! /sys/fs/bpf/sockfilter/SCOPE/complete-HASH   made last: the state is whole,
 //!                                              and of the object with this hash
 //! ```
@@ -34,6 +35,9 @@ use std::path::{Path, PathBuf};
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// The directory of every scope's pins.
 pub const ROOT: &str = "/sys/fs/bpf/sockfilter";
+/// Pin names of socket lookup's links in a namespace: `PREFIX` INO-COOKIE.
+const TAG_LINK: &str = "netns_tag-";
+const MAIN_LINK: &str = "sk_lookup-";
 
 /// What a scope directory holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,37 +167,47 @@ impl PinnedScope {
         v
     }
 
-    /// Pins a socket-lookup link attached to network namespace `netns`.
-    pub fn pin_sk_lookup(&self, link: aya::programs::links::FdLink, netns: u64) -> io::Result<()> {
-        // The namespace inode can be reused once the namespace is gone: the
-        // time makes the name unique (whether the link is live is asked of
-        // the kernel, see sk_lookup_namespaces).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        link.pin(self.link_path(&format!("sk_lookup-{netns}-{nanos}")))
+    /// Pins socket lookup's two links in one network namespace: the tag
+    /// program's (attached first, [`crate::netns_tag`]) and `sf_sk_lookup`'s.
+    /// Named by the namespace's inode and cookie: the cookie is never
+    /// reused while the system runs (an inode is), and an adopting enforcer
+    /// needs it.
+    pub fn pin_sk_lookup(
+        &self,
+        main: aya::programs::links::FdLink,
+        tag: &OwnedFd,
+        ino: u64,
+        cookie: u64,
+    ) -> io::Result<()> {
+        obj_pin(tag, &self.link_path(&format!("{TAG_LINK}{ino}-{cookie}")))?;
+        main.pin(self.link_path(&format!("{MAIN_LINK}{ino}-{cookie}")))
             .map(drop)
             .map_err(io::Error::other)
     }
 
     /// The network namespaces that pinned socket-lookup links are attached
-    /// to; links whose namespace is gone are unpinned.
-    pub fn sk_lookup_namespaces(&self) -> Vec<u64> {
+    /// to; the links of namespaces that are gone are unpinned.
+    pub fn sk_lookup_namespaces(&self) -> Vec<crate::netns_tag::NetnsAttachment> {
         let mut out = Vec::new();
         for name in self.names("links") {
-            if !name.starts_with("sk_lookup-") {
+            let Some((ino, cookie)) = name
+                .strip_prefix(TAG_LINK)
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(i, c)| Some((i.parse::<u64>().ok()?, c.parse::<u64>().ok()?)))
+            else {
                 continue;
-            }
+            };
             let path = self.link_path(&name);
-            let netns = obj_get(&path)
+            let live = obj_get(&path)
                 .ok()
-                .and_then(|fd| link_info(fd.as_raw_fd()))
-                .map(|i| i.netns);
-            match netns {
-                Some(ns) if ns != 0 => out.push(u64::from(ns)),
-                _ => {
+                .map(|fd| crate::netns_tag::NetnsAttachment::new(ino, cookie, fd))
+                .filter(|a| a.is_live());
+            match live {
+                Some(a) => out.push(a),
+                None => {
                     let _ = std::fs::remove_file(&path);
+                    let _ =
+                        std::fs::remove_file(self.link_path(&format!("{MAIN_LINK}{ino}-{cookie}")));
                 }
             }
         }
@@ -355,6 +369,7 @@ fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
@@ -386,20 +401,24 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Pins `fd` at `path` (BPF_OBJ_PIN).
+fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = [0u64; 16];
+    attr[0] = c.as_ptr() as u64; // pathname
+    attr[1] = fd.as_raw_fd() as u32 as u64; // bpf_fd
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
 fn link_detach(fd: i32) {
     let mut attr = [0u64; 16];
     attr[0] = fd as u32 as u64; // link_detach.link_fd
     let _ = bpf(BPF_LINK_DETACH, &mut attr);
 }
 
-struct LinkInfo {
-    /// `netns_ino` for a netns (sk_lookup) link; 0 once the namespace died.
-    netns: u32,
-}
-
-/// What the kernel says of a link: for a network-namespace link, its
-/// namespace.
-fn link_info(fd: i32) -> Option<LinkInfo> {
+/// The network namespace (inode) a netns link (socket lookup) is attached
+/// to, as the kernel says; 0 once the namespace died.
+pub(crate) fn link_netns(fd: i32) -> Option<u32> {
     // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
     // whose netns member starts with netns_ino (offset 16).
     let mut info = [0u32; 32];
@@ -407,7 +426,7 @@ fn link_info(fd: i32) -> Option<LinkInfo> {
     attr[0] = (fd as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
     attr[1] = info.as_mut_ptr() as u64;
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
-    Some(LinkInfo { netns: info[4] })
+    Some(info[4])
 }
 
 #[cfg(test)]

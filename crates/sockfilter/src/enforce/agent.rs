@@ -7,10 +7,11 @@
 use super::compile::{compile, unenforceable, workload_roots, CompileError, Compiled};
 use super::Enforcer;
 use crate::cgroup_changes::CgroupChanges;
+use crate::netns_tag::NetnsAttachment;
 use crate::watch::Watcher;
 use sockfilter_model::event::{Event, EventKind, Verdict};
 use sockfilter_model::policy::Policy;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -72,7 +73,10 @@ pub struct PolicyAgent {
     path: PathBuf,
     enforcer: Enforcer,
     fingerprint: Option<Fingerprint>,
-    namespaces: HashSet<u64>,
+    /// Network namespaces socket lookup is attached to, by inode; an entry
+    /// is dropped when its namespace dies, so that a namespace that gets a
+    /// dead one's inode number is attached too.
+    namespaces: HashMap<u64, NetnsAttachment>,
     last_scan: Instant,
     rules: usize,
     /// The policy in force, when it names things of the host that can be
@@ -187,7 +191,12 @@ impl PolicyAgent {
             path: path.to_owned(),
             enforcer,
             fingerprint: fingerprint(path),
-            namespaces: w.probe().sk_lookup_namespaces().iter().copied().collect(),
+            namespaces: w
+                .probe_mut()
+                .take_sk_lookup_namespaces()
+                .into_iter()
+                .map(|a| (a.ino, a))
+                .collect(),
             last_scan: Instant::now(),
             rules: 0,
             followed: None,
@@ -221,7 +230,15 @@ impl PolicyAgent {
             self.resolved = HostNames::of(policy, &root);
             self.resolved.workloads = compiled.workload_roots.clone();
         }
-        judge_existing(w, policy);
+        // Namespaces made since the last scan get socket lookup first: the
+        // existing listeners are registered under their namespace's cookie.
+        self.scan_namespaces(w);
+        let cookies: HashMap<u64, u64> = self
+            .namespaces
+            .iter()
+            .map(|(&ino, a)| (ino, a.cookie))
+            .collect();
+        judge_existing(w, policy, &cookies);
         Ok(())
     }
 
@@ -289,22 +306,31 @@ impl PolicyAgent {
     /// another namespace is covered from its first listen.
     fn scan_namespaces(&mut self, w: &mut Watcher) {
         self.last_scan = Instant::now();
+        // First forget the namespaces that died: their inode numbers may
+        // already name new ones.
+        self.namespaces.retain(|_, a| a.is_live());
         for pid in crate::procfs::pids() {
             let Some(ino) = crate::procfs::netns_inode(pid) else {
                 continue;
             };
-            if self.namespaces.contains(&ino) {
+            if self.namespaces.contains_key(&ino) {
                 continue;
             }
             if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/ns/net")) {
                 match w.probe_mut().attach_sk_lookup(&f) {
-                    Ok(()) => {
-                        self.namespaces.insert(ino);
+                    Ok(a) => {
+                        self.namespaces.insert(ino, a);
                     }
                     Err(e) => eprintln!("sockfilter: network namespace {ino}: {e}"),
                 }
             }
         }
+    }
+
+    /// Whether socket lookup is attached to the live namespace `ino` (not
+    /// to a dead one that had the same inode number).
+    fn covers(&self, ino: u64) -> bool {
+        self.namespaces.get(&ino).is_some_and(|a| a.is_live())
     }
 
     /// Re-reads the file and installs it; an invalid file keeps the policy
@@ -343,7 +369,7 @@ impl PolicyAgent {
     /// closed.
     pub fn on_event(&mut self, w: &mut Watcher, e: &Event) {
         if let Some(ns) = e.netns {
-            if !self.namespaces.contains(&ns) {
+            if !self.covers(ns) {
                 self.scan_namespaces(w);
             }
         }
@@ -386,11 +412,12 @@ impl PolicyAgent {
 
 /// Judges every socket that exists now with `policy` (just put in force),
 /// destroys those it denies and queues their events on `w`.
-fn judge_existing(w: &mut Watcher, policy: &Policy) {
+/// `cookies`: network namespace inode -> cookie.
+fn judge_existing(w: &mut Watcher, policy: &Policy, cookies: &HashMap<u64, u64>) {
     let mut events = w.existing_now();
     super::existing::judge(policy, &mut events);
     // The allowed listeners' owners, for accept decisions in socket lookup.
-    super::listeners::register_existing(w.probe_mut().bpf_mut(), &events);
+    super::listeners::register_existing(w.probe_mut().bpf_mut(), &events, cookies);
     events.retain(|e| e.verdict == Verdict::Deny);
     for (e, err) in super::existing::destroy_denied(&events) {
         eprintln!(

@@ -16,8 +16,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Registers every allowed TCP listener of `snapshot` (existing events) that
-/// has an owner; returns how many were written.
-pub fn register_existing(bpf: &mut Ebpf, snapshot: &[Event]) -> usize {
+/// has an owner, under its network namespace's cookie (`cookies`: inode ->
+/// cookie of the namespaces socket lookup is attached to; a listener of
+/// another namespace is left out); returns how many were written.
+pub fn register_existing(
+    bpf: &mut Ebpf,
+    snapshot: &[Event],
+    cookies: &std::collections::HashMap<u64, u64>,
+) -> usize {
     let Some(root) = crate::cgroup::cgroup2_mount() else {
         return 0;
     };
@@ -35,8 +41,11 @@ pub fn register_existing(bpf: &mut Ebpf, snapshot: &[Event]) -> usize {
         let Some(owner) = &e.owner else {
             continue;
         };
+        let Some(&netns) = e.netns.and_then(|ino| cookies.get(&ino)) else {
+            continue;
+        };
         let key = SfListenKey {
-            netns: 0,
+            netns,
             addr: v6_form(e.local.ip),
             port: e.local.port,
             _pad: [0; 3],

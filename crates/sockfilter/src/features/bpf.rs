@@ -3,6 +3,8 @@
 //!
 //! aya loads programs from ELF objects; a probe needs a program of a given
 //! type, expected attach type and BTF target, which is one `BPF_PROG_LOAD`.
+//! The per-namespace tag program of socket lookup ([`crate::netns_tag`]) is
+//! built and loaded the same way.
 
 use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
 use std::io;
@@ -11,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// One BPF instruction, encoded as the kernel reads it (`struct bpf_insn`).
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-pub(super) struct Insn([u8; 8]);
+pub(crate) struct Insn([u8; 8]);
 
 impl Insn {
     fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
@@ -30,37 +32,69 @@ impl Insn {
     }
 
     /// `r0 = imm`
-    pub(super) fn ret_imm(imm: i32) -> Insn {
+    pub(crate) fn ret_imm(imm: i32) -> Insn {
         Insn::new(0xb7, 0, 0, 0, imm) // BPF_ALU64 | BPF_MOV | BPF_K
     }
 
     /// `exit`
-    pub(super) fn exit() -> Insn {
+    pub(crate) fn exit() -> Insn {
         Insn::new(0x95, 0, 0, 0, 0)
     }
 
     /// `dst = *(u64 *)(src + off)`
-    pub(super) fn load_u64(dst: u8, src: u8, off: i16) -> Insn {
+    pub(crate) fn load_u64(dst: u8, src: u8, off: i16) -> Insn {
         Insn::new(0x79, dst, src, off, 0) // BPF_LDX | BPF_MEM | BPF_DW
     }
 
     /// `if dst == imm goto +off`
-    pub(super) fn jump_if_eq(dst: u8, imm: i32, off: i16) -> Insn {
+    pub(crate) fn jump_if_eq(dst: u8, imm: i32, off: i16) -> Insn {
         Insn::new(0x15, dst, 0, off, imm) // BPF_JMP | BPF_JEQ | BPF_K
     }
 
     /// `dst = src`
-    pub(super) fn mov(dst: u8, src: u8) -> Insn {
+    pub(crate) fn mov(dst: u8, src: u8) -> Insn {
         Insn::new(0xbf, dst, src, 0, 0) // BPF_ALU64 | BPF_MOV | BPF_X
     }
 
+    /// `*(u32 *)(dst + off) = imm`
+    pub(crate) fn store_imm_u32(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(0x62, dst, 0, off, imm) // BPF_ST | BPF_MEM | BPF_W
+    }
+
+    /// `*(u64 *)(dst + off) = src`
+    pub(crate) fn store_u64(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x7b, dst, src, off, 0) // BPF_STX | BPF_MEM | BPF_DW
+    }
+
+    /// `dst += imm`
+    pub(crate) fn add_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x07, dst, 0, 0, imm) // BPF_ALU64 | BPF_ADD | BPF_K
+    }
+
+    /// `dst = imm` for a 64-bit constant (two instructions).
+    pub(crate) fn load_imm64(dst: u8, imm: u64) -> [Insn; 2] {
+        Insn::ld_imm64(dst, 0, imm)
+    }
+
+    /// `dst = the map whose descriptor is fd` (two instructions).
+    pub(crate) fn load_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        Insn::ld_imm64(dst, 1, fd as u32 as u64) // src_reg = BPF_PSEUDO_MAP_FD
+    }
+
+    fn ld_imm64(dst: u8, src: u8, imm: u64) -> [Insn; 2] {
+        [
+            Insn::new(0x18, dst, src, 0, imm as u32 as i32), // BPF_LD | BPF_IMM | BPF_DW
+            Insn::new(0, 0, 0, 0, (imm >> 32) as u32 as i32),
+        ]
+    }
+
     /// Call of BPF helper number `id`.
-    pub(super) fn call_helper(id: i32) -> Insn {
+    pub(crate) fn call_helper(id: i32) -> Insn {
         Insn::new(0x85, 0, 0, 0, id) // BPF_JMP | BPF_CALL
     }
 
     /// Call of the kernel function with this id in vmlinux's BTF.
-    pub(super) fn call_kfunc(btf_id: u32) -> Insn {
+    pub(crate) fn call_kfunc(btf_id: u32) -> Insn {
         // BPF_JMP | BPF_CALL, src_reg = BPF_PSEUDO_KFUNC_CALL
         Insn::new(0x85, 0, 2, 0, btf_id as i32)
     }
@@ -72,7 +106,7 @@ pub(super) fn returning(imm: i32) -> [Insn; 2] {
 }
 
 /// What a program load is for.
-pub(super) struct ProgSpec<'a> {
+pub(crate) struct ProgSpec<'a> {
     pub prog_type: bpf_prog_type,
     pub attach: Option<bpf_attach_type>,
     /// The BTF id of the attach target in vmlinux (0: none).
@@ -104,6 +138,12 @@ fn zeroed_attr() -> bpf_attr {
 
 /// Loads a program; on failure the error carries the verifier's last words.
 pub(super) fn load(spec: &ProgSpec) -> Result<OwnedFd, String> {
+    load_named(spec, "sf_probe")
+}
+
+/// Loads a program named `name` (at most 15 bytes: `bpftool prog` shows it);
+/// on failure the error carries the verifier's last words.
+pub(crate) fn load_named(spec: &ProgSpec, name: &str) -> Result<OwnedFd, String> {
     const LICENSE: &[u8] = b"GPL\0";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = zeroed_attr();
@@ -115,7 +155,7 @@ pub(super) fn load(spec: &ProgSpec) -> Result<OwnedFd, String> {
     u.license = LICENSE.as_ptr() as u64;
     u.expected_attach_type = spec.attach.map_or(0, |a| a as u32);
     u.attach_btf_id = spec.attach_btf_id;
-    for (d, s) in u.prog_name.iter_mut().zip(b"sf_probe") {
+    for (d, s) in u.prog_name.iter_mut().take(15).zip(name.as_bytes()) {
         *d = *s as libc::c_char;
     }
     u.log_level = 1;
@@ -156,6 +196,22 @@ pub(super) fn iterator_link(prog: &OwnedFd) -> Result<OwnedFd, String> {
     let u = unsafe { &mut attr.link_create };
     u.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
     u.attach_type = bpf_attach_type::BPF_TRACE_ITER as u32;
+    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_error)
+}
+
+/// `BPF_LINK_CREATE` of `prog` on `target` (a network namespace for
+/// socket lookup). The link lives as long as the fd, or a pin of it.
+pub(crate) fn link_create(
+    prog: &OwnedFd,
+    target: std::os::fd::BorrowedFd<'_>,
+    attach: bpf_attach_type,
+) -> Result<OwnedFd, String> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing the BPF_LINK_CREATE member of the union.
+    let u = unsafe { &mut attr.link_create };
+    u.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+    u.__bindgen_anon_2.target_fd = target.as_raw_fd() as u32;
+    u.attach_type = attach as u32;
     sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_error)
 }
 

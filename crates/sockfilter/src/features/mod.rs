@@ -9,7 +9,7 @@
 //! program where `bpf` is not an active LSM). `sockfilter doctor` prints
 //! [`probe_all`]; `watch` and `enforce` print [`degraded_line`] at start.
 
-mod bpf;
+pub(crate) mod bpf;
 mod host;
 mod probes;
 
@@ -44,7 +44,8 @@ pub enum Feature {
     /// `sk_lookup`, which refuses inbound connections.
     SkLookup,
     /// `bpf_get_netns_cookie()` in `sk_lookup`: which namespace a
-    /// connection is for.
+    /// connection is for. Not needed: enforce hands each namespace's cookie
+    /// to socket lookup itself ([`crate::netns_tag`]).
     SkLookupNetns,
     /// The BPF ring buffer that carries events.
     RingBuf,
@@ -188,9 +189,7 @@ impl Feature {
         use Command::*;
         use Feature::*;
         match self {
-            SockDiagDestroy | SocketIterators | SockDestroyKfunc | BpfLsm | SkLookupNetns => {
-                &[Enforce]
-            }
+            SockDiagDestroy | SocketIterators | SockDestroyKfunc | BpfLsm => &[Enforce],
             SeccompAddFdSend | SeccompSyncWakeUp | LandlockNet => &[Supervise],
             _ => &[],
         }
@@ -217,7 +216,7 @@ impl Feature {
             SkLookup => ("sk_lookup", "sk_lookup (socket lookup, per network namespace)",
                 "enforce cannot start (denied peers and listeners are refused here); watch is unaffected"),
             SkLookupNetns => ("sk_lookup_netns", "bpf_get_netns_cookie() in sk_lookup",
-                "socket lookup cannot tell network namespaces apart: between a denied listener's listen() and its destruction (about a millisecond), connections to the same address and port in other namespaces are refused too, and accept rules with process fields use whichever namespace's listener registered last"),
+                "nothing changes: enforce tells network namespaces apart in socket lookup with a small program per namespace that hands the namespace's cookie to sf_sk_lookup"),
             RingBuf => ("ringbuf", "BPF ring buffer map",
                 "watch and enforce cannot start (events travel through it)"),
             SkStorage => ("sk_storage", "socket local storage map",
