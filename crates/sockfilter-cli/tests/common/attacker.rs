@@ -73,6 +73,16 @@ impl Attacker {
         Attacker::spawn(cg, ns.command("setpriv"))
     }
 
+    /// In `cg`, in network (and user) namespaces of its own, made by uid
+    /// 65534 itself (`unshare -Urn`), with its loopback up.
+    pub fn start_own_netns(cg: &TestCgroup) -> Attacker {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["unshare", "-Urn", "sh", "-c"])
+            .args([r#"ip link set lo up && exec "$@""#, "sh", PY]);
+        Attacker::run_as(cg, cmd)
+    }
+
     /// The same program as root in `cg`: the other side of an attack.
     pub fn start_root(cg: &TestCgroup) -> Attacker {
         Attacker::run_as(cg, Command::new(PY))
