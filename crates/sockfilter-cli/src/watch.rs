@@ -173,6 +173,10 @@ pub async fn event_loop(
                 Some(item) => item,
                 None => break,
             }
+        } else if let Some(item) = watcher.next_ready() {
+            // The rest of a decoded batch: no need to ask the event loop
+            // (signals and ticks are looked at once per batch).
+            item
         } else {
             let item = tokio::select! {
                 _ = sigint.recv() => Err("SIGINT"),

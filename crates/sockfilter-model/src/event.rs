@@ -6,10 +6,10 @@
 //! contract with tools outside this project and must never change (fields may
 //! be added).
 
+use crate::json_write::{push_ip, push_json_str, push_rfc3339_micros, push_u64};
 use crate::workload::Workload;
 use serde_json::{json, Map, Value};
 use std::fmt;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -349,27 +349,6 @@ impl Event {
     }
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serde_json does.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 fn push_key(out: &mut String, key: &str) {
     if !out.ends_with('{') {
         out.push(',');
@@ -390,9 +369,7 @@ fn push_opt_str(out: &mut String, key: &str, v: Option<&str>) {
 fn push_opt_num(out: &mut String, key: &str, v: Option<u64>) {
     push_key(out, key);
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => push_u64(out, v),
         None => out.push_str("null"),
     }
 }
@@ -401,7 +378,11 @@ fn push_endpoint(out: &mut String, key: &str, e: Option<Endpoint>) {
     push_key(out, key);
     match e {
         Some(e) => {
-            let _ = write!(out, "{{\"ip\":\"{}\",\"port\":{}}}", e.ip, e.port);
+            out.push_str("{\"ip\":\"");
+            push_ip(out, &e.ip);
+            out.push_str("\",\"port\":");
+            push_u64(out, u64::from(e.port));
+            out.push('}');
         }
         None => out.push_str("null"),
     }
@@ -498,7 +479,10 @@ impl Event {
                 push_opt_num(out, "suppressed", Some(u64::from(n)));
             }
         }
-        push_opt_str(out, "time", Some(&rfc3339(self.time)));
+        push_key(out, "time");
+        out.push('"');
+        push_rfc3339_micros(out, self.time);
+        out.push('"');
         push_opt_num(out, "uid", owner.map(|o| u64::from(o.uid)));
         push_opt_str(out, "unit", workload.unit.as_deref());
         push_opt_str(out, "verdict", Some(self.verdict.as_str()));
@@ -514,7 +498,9 @@ pub fn lost_json(count: u64) -> Value {
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T08:22:09.123456Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
+    let mut s = String::with_capacity(27);
+    push_rfc3339_micros(&mut s, t);
+    s
 }
 
 #[cfg(test)]

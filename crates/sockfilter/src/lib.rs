@@ -10,6 +10,7 @@
 
 pub mod abi;
 pub mod ancestry;
+mod batch_timer;
 pub mod cgroup;
 pub mod cgroup_changes;
 pub mod decode;

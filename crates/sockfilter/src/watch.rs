@@ -4,6 +4,7 @@
 
 use crate::abi::SfEvent;
 use crate::ancestry::Ancestry;
+use crate::batch_timer::BatchTimer;
 use crate::decode::Decoder;
 use crate::diag::{tcp_state, DiagSocket};
 use crate::loader::{LoadError, Probe, ProbeOptions};
@@ -47,8 +48,12 @@ pub struct Watcher {
     lost_reported: u64,
     /// When the kernel's drop counter was last read (a syscall: not per event).
     lost_checked: std::time::Instant,
-    /// The last drain found records.
-    busy: bool,
+    /// How long to let records gather before the next drain; None: wait
+    /// for the kernel's wake-up (see `next`).
+    batch_wait: Option<Duration>,
+    /// When the ring was last drained, to estimate the event rate.
+    last_drain: std::time::Instant,
+    timer: BatchTimer,
     malformed: u64,
     /// Owners of the sockets that existed at start, for their closes.
     older: OlderSockets,
@@ -61,8 +66,17 @@ pub struct Watcher {
 /// How often the kernel's drop counter is read.
 const LOST_POLL: Duration = Duration::from_millis(200);
 
-/// How long to let events gather once they are flowing (see `next`).
-const BATCH_WAIT: Duration = Duration::from_millis(1);
+/// Below this event rate every record is read as soon as the kernel wakes
+/// the consumer (latency: one wake-up); above it records are read in
+/// batches, since a wake-up per record costs the producing task and the
+/// consumer a context switch each (see `next`).
+const BATCH_ABOVE_PER_SEC: f64 = 5_000.0;
+
+/// How many records a batch aims at, and the bounds of the wait that
+/// gathers them: the longest wait bounds the latency batching adds.
+const BATCH_RECORDS: f64 = 64.0;
+const BATCH_WAIT_MIN: Duration = Duration::from_micros(100);
+const BATCH_WAIT_MAX: Duration = Duration::from_millis(1);
 
 impl Watcher {
     /// Attaches the programs, then takes the snapshot of existing sockets
@@ -141,7 +155,10 @@ impl Watcher {
             queue: VecDeque::new(),
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
-            busy: false,
+            batch_wait: None,
+            last_drain: std::time::Instant::now(),
+            timer: BatchTimer::new()
+                .map_err(|e| LoadError::Object(format!("creating the batching timer: {e}")))?,
             malformed: 0,
             older: OlderSockets::default(),
             root,
@@ -259,14 +276,15 @@ impl Watcher {
                 self.check_lost();
                 continue;
             }
-            if self.busy {
-                // The last drain found records, so more are probably on the
-                // way: let them gather for a moment instead of being woken
-                // for every one (a wake-up costs the producing task and us a
-                // context switch each). The first event of a burst is never
-                // delayed; later ones by at most BATCH_WAIT.
-                tokio::time::sleep(BATCH_WAIT).await;
-                self.busy = self.drain_ring() > 0;
+            if let Some(wait) = self.batch_wait {
+                // Records are flowing fast: let them gather for a moment
+                // instead of being woken for every one. The first record
+                // after a quiet spell is never delayed; later ones by at
+                // most BATCH_WAIT_MAX.
+                if self.timer.sleep(wait).await.is_err() {
+                    tokio::time::sleep(wait).await;
+                }
+                self.drain_and_adapt();
                 continue;
             }
             let ready = tokio::select! {
@@ -279,7 +297,7 @@ impl Watcher {
                 Some(Ok(Ok(mut guard))) => {
                     guard.clear_ready();
                     drop(guard);
-                    self.busy = self.drain_ring() > 0;
+                    self.drain_and_adapt();
                 }
                 Some(Ok(Err(_))) => return None,
                 Some(Err(_)) => self.check_lost(),
@@ -288,6 +306,27 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// The next item if one is decoded already, without waiting: lets a
+    /// consumer handle a whole batch without going back to its event loop.
+    pub fn next_ready(&mut self) -> Option<Item> {
+        self.queue.pop_front()
+    }
+
+    /// Drains the ring and chooses how to wait for the next records from
+    /// the rate they came at since the previous drain: below
+    /// BATCH_ABOVE_PER_SEC wait for the kernel's wake-up, above it sleep
+    /// long enough for about BATCH_RECORDS to gather.
+    fn drain_and_adapt(&mut self) {
+        let n = self.drain_ring();
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(self.last_drain).as_secs_f64();
+        self.last_drain = now;
+        let rate = n as f64 / secs.max(1e-6);
+        self.batch_wait = (rate > BATCH_ABOVE_PER_SEC).then(|| {
+            Duration::from_secs_f64(BATCH_RECORDS / rate).clamp(BATCH_WAIT_MIN, BATCH_WAIT_MAX)
+        });
     }
 
     /// Everything the kernel has produced and nobody has read yet: the
