@@ -259,7 +259,7 @@ pub async fn event_loop(
     }
     if execs_lost + execs_forgotten > 0 {
         eprintln!(
-            "sockfilter: execs not kept: {execs_lost} records lost (their ring buffer was full), {execs_forgotten} forgotten (beyond {}): their cmdline and parent_exe were read from the kernel's process table or /proc while they ran, null after",
+            "sockfilter: exec records: {execs_lost} lost (their ring buffer was full), {execs_forgotten} of the oldest forgotten (the table keeps {}): an event naming one of those execs had its parent_exe and cmdline read from the kernel's process table or /proc if the process still ran it, null otherwise",
             sockfilter::ancestry::MAX_EXECS
         );
     }
