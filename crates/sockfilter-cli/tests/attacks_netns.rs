@@ -29,6 +29,19 @@ fn write_policy(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// The names of the links enforce --cgroup CG pinned.
+fn link_pins(cg: &TestCgroup) -> Vec<String> {
+    let scope = format!(
+        "/sys/fs/bpf/sockfilter/cgroup-{}/links",
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cg.path).unwrap())
+    );
+    std::fs::read_dir(&scope)
+        .unwrap_or_else(|e| panic!("{scope}: {e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Polls until uid 65534's connection to its own listener on `port` is
 /// refused (socket lookup runs in its namespace: enforce found it), within
 /// `bound`; whether it was.
@@ -191,6 +204,18 @@ fn a_namespace_that_reuses_a_dead_ones_inode_is_covered_too() {
         refused_within(&mut a, port, Duration::from_secs(10)),
         "namespace {first}, a dead namespace's number given again, has no socket lookup: uid 65534's listener accepts what the policy denies"
     );
+    // The dead namespace's links are unpinned (and freed with its tag
+    // program): namespaces made and left cost nothing once gone.
+    let pins = link_pins(&cg);
+    let of_first: Vec<&String> = pins
+        .iter()
+        .filter(|p| p.starts_with(&format!("netns_tag-{first}-")))
+        .collect();
+    assert_eq!(
+        of_first.len(),
+        1,
+        "the dead namespace's tag link is still pinned: {of_first:?}"
+    );
 }
 
 /// Items 3 and 4 together: socket lookup's two programs per namespace (the
@@ -219,15 +244,7 @@ fn namespaces_stay_covered_through_a_killed_enforcer_and_its_adoption() {
         .run("r = os.stat('/proc/self/ns/net').st_ino")
         .parse()
         .unwrap();
-    let scope = format!(
-        "/sys/fs/bpf/sockfilter/cgroup-{}/links",
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cg.path).unwrap())
-    );
-    let pins: Vec<String> = std::fs::read_dir(&scope)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let pins = link_pins(&cg);
     for kind in ["netns_tag", "sk_lookup"] {
         assert!(
             pins.iter()

@@ -522,15 +522,26 @@ impl Probe {
         let id = p
             .attach(netns)
             .map_err(|e| refused("sf_sk_lookup", error_chain(&e)))?;
+        let main = FdLink::from(
+            p.take_link(id)
+                .map_err(|e| refused("sf_sk_lookup", error_chain(&e)))?,
+        );
+        let main = match &self.pins {
+            Some(scope) => scope
+                .pin_sk_lookup(main, &tag, ino, cookie)
+                .map_err(|e| LoadError::Pinned(format!("socket-lookup links: {e}")))?,
+            None => main,
+        };
+        Ok(NetnsAttachment::new(ino, cookie, tag, Some(main)))
+    }
+
+    /// Lets go of socket lookup in a namespace that died: its pins are
+    /// removed (then dropping `a` frees its links and tag program), so that
+    /// namespaces made and left, however many, cost nothing once gone.
+    pub fn forget_sk_lookup(&self, a: NetnsAttachment) {
         if let Some(scope) = &self.pins {
-            let link = p
-                .take_link(id)
-                .map_err(|e| refused("sf_sk_lookup", error_chain(&e)))?;
-            scope
-                .pin_sk_lookup(FdLink::from(link), &tag, ino, cookie)
-                .map_err(|e| LoadError::Pinned(format!("socket-lookup links: {e}")))?;
+            scope.unpin_sk_lookup(a.ino, a.cookie);
         }
-        Ok(NetnsAttachment::new(ino, cookie, tag))
     }
 
     /// The loaded object, for the policy maps.

@@ -29,8 +29,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 pub const PROGRAM_NAME: &str = "sf_netns_tag";
 
 /// Socket lookup attached to one network namespace: the namespace's inode
-/// and cookie, and the tag program's link (held to tell whether the
-/// namespace still lives).
+/// and cookie, and its links (the tag program's, held also to tell whether
+/// the namespace still lives; `sf_sk_lookup`'s when this process attached
+/// it). Dropping it closes them: unless they are pinned, that detaches
+/// them, and the kernel frees the tag program.
 #[derive(Debug)]
 pub struct NetnsAttachment {
     /// The namespace's inode number (`/proc/PID/ns/net`).
@@ -38,13 +40,25 @@ pub struct NetnsAttachment {
     /// The namespace's cookie.
     pub cookie: u64,
     link: OwnedFd,
+    _main: Option<aya::programs::links::FdLink>,
 }
 
 impl NetnsAttachment {
-    /// An attachment whose tag program's link is `link` (a pinned link,
-    /// opened again by an enforcer that adopts it).
-    pub fn new(ino: u64, cookie: u64, link: OwnedFd) -> NetnsAttachment {
-        NetnsAttachment { ino, cookie, link }
+    /// An attachment whose tag program's link is `link`, and
+    /// `sf_sk_lookup`'s `main` (None: only pinned, by an enforcer whose
+    /// state was adopted).
+    pub fn new(
+        ino: u64,
+        cookie: u64,
+        link: OwnedFd,
+        main: Option<aya::programs::links::FdLink>,
+    ) -> NetnsAttachment {
+        NetnsAttachment {
+            ino,
+            cookie,
+            link,
+            _main: main,
+        }
     }
 
     /// The tag program's link.

@@ -178,11 +178,20 @@ impl PinnedScope {
         tag: &OwnedFd,
         ino: u64,
         cookie: u64,
-    ) -> io::Result<()> {
+    ) -> io::Result<aya::programs::links::FdLink> {
         obj_pin(tag, &self.link_path(&format!("{TAG_LINK}{ino}-{cookie}")))?;
         main.pin(self.link_path(&format!("{MAIN_LINK}{ino}-{cookie}")))
-            .map(drop)
+            .map(aya::programs::links::FdLink::from)
             .map_err(io::Error::other)
+    }
+
+    /// Unpins socket lookup's links in a namespace that died (the kernel
+    /// detached them already): once no descriptor holds them either, the
+    /// kernel frees them and the namespace's tag program.
+    pub fn unpin_sk_lookup(&self, ino: u64, cookie: u64) {
+        for prefix in [TAG_LINK, MAIN_LINK] {
+            let _ = std::fs::remove_file(self.link_path(&format!("{prefix}{ino}-{cookie}")));
+        }
     }
 
     /// The network namespaces that pinned socket-lookup links are attached
@@ -200,7 +209,7 @@ impl PinnedScope {
             let path = self.link_path(&name);
             let live = obj_get(&path)
                 .ok()
-                .map(|fd| crate::netns_tag::NetnsAttachment::new(ino, cookie, fd))
+                .map(|fd| crate::netns_tag::NetnsAttachment::new(ino, cookie, fd, None))
                 .filter(|a| a.is_live());
             match live {
                 Some(a) => out.push(a),

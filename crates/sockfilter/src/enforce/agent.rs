@@ -308,7 +308,17 @@ impl PolicyAgent {
         self.last_scan = Instant::now();
         // First forget the namespaces that died: their inode numbers may
         // already name new ones.
-        self.namespaces.retain(|_, a| a.is_live());
+        let dead: Vec<u64> = self
+            .namespaces
+            .iter()
+            .filter(|(_, a)| !a.is_live())
+            .map(|(&ino, _)| ino)
+            .collect();
+        for ino in dead {
+            if let Some(a) = self.namespaces.remove(&ino) {
+                w.probe().forget_sk_lookup(a);
+            }
+        }
         for pid in crate::procfs::pids() {
             let Some(ino) = crate::procfs::netns_inode(pid) else {
                 continue;
