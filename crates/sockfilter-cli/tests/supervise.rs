@@ -878,9 +878,31 @@ fn dup2_race(mode: &str) {
             1u32,
         )
     };
-    assert!(
-        abi >= 4,
-        "kernel feature missing: Landlock network rules (ABI 4, Linux 6.7, landlock in lsm=); got {abi}"
+    // Without Landlock's TCP rules supervise runs but has no backstop for
+    // this race: it must say so at start, and the kernel matrix reports the
+    // test "not supported" on such a kernel (Debian 12's 6.1), never a pass.
+    if abi < 4 {
+        let dir = TempDir::new("dup2race-nolandlock");
+        let policy = dir.file("p.toml", "default = \"allow\"\n");
+        let out = sockfilter(&["--policy", policy.to_str().unwrap()], &["true".into()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sockfilter supervise");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no Landlock TCP backstop"),
+            "supervise did not warn that it lacks the Landlock backstop: {stderr}"
+        );
+    }
+    sockfilter_testkit::require(
+        "Landlock network rules (Linux 6.7+)",
+        if abi >= 4 {
+            Ok(())
+        } else {
+            Err(format!(
+                "Landlock ABI {abi}, TCP rules need 4 and landlock in lsm="
+            ))
+        },
     );
     let dir = TempDir::new("dup2race");
     let denied = TcpListener::bind("127.0.0.1:0").unwrap();
