@@ -7,6 +7,7 @@
 use anyhow::Context;
 use serde_json::{json, Value};
 use sockfilter::diag::{tcp_state, DiagSocket};
+use sockfilter::listener_registry::ListenCaller;
 use sockfilter_model::event::{Event, EventKind, Family, Owner, Proto};
 use sockfilter_model::text::{escape, escape_or};
 use std::collections::HashMap;
@@ -19,7 +20,10 @@ use std::time::SystemTime;
 pub struct Args {
     /// Print a JSON array of objects with the fields of the watch contract
     /// (`event` is `listen` for TCP, `bind` for UDP; `existing` is true),
-    /// plus `owners`: every process holding the socket.
+    /// plus `owners`: every process holding the socket, and `owner_source`:
+    /// `listen` when the owner is the process that called listen() (recorded
+    /// by a running or killed enforce's kernel registry), `lowest_holder`
+    /// when it is the lowest pid holding the socket.
     #[arg(long)]
     pub json: bool,
 }
@@ -32,10 +36,38 @@ pub struct Listener {
     pub event: Event,
     /// Every process with a descriptor for the socket.
     pub owners: Vec<Owner>,
+    /// Where the event's owner comes from.
+    pub owner_source: OwnerSource,
+}
+
+/// How `listeners` knows a socket's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerSource {
+    /// The process that called listen(), as the kernel registered it while
+    /// a `sockfilter enforce` ran (its pinned listener registry).
+    Listen,
+    /// The lowest pid among the processes holding the socket: nothing
+    /// recorded the listen() call (no enforce running, a UDP socket, or a
+    /// listener older than enforce).
+    LowestHolder,
+    /// No process holds the socket and nothing recorded its caller.
+    Unknown,
+}
+
+impl OwnerSource {
+    /// The JSON value of `owner_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerSource::Listen => "listen",
+            OwnerSource::LowestHolder => "lowest_holder",
+            OwnerSource::Unknown => "unknown",
+        }
+    }
 }
 
 impl Listener {
-    /// The event's JSON object plus `owners: [{"pid", "comm", "exe"}]`.
+    /// The event's JSON object plus `owners: [{"pid", "comm", "exe"}]` and
+    /// `owner_source`.
     pub fn to_json(&self) -> Value {
         let mut v = self.event.to_json();
         let owners: Vec<Value> = self
@@ -44,6 +76,7 @@ impl Listener {
             .map(|o| json!({ "pid": o.pid, "comm": o.comm, "exe": o.exe }))
             .collect();
         v["owners"] = owners.into();
+        v["owner_source"] = self.owner_source.as_str().into();
         v
     }
 }
@@ -73,7 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "CONTAINER",
                     "POD",
                     "NETNS",
-                    "SOCKET"
+                    "SOCKET",
+                    "PID_FROM"
                 ],
                 rows
             )
@@ -108,7 +142,8 @@ pub fn owner_cells(owner: Option<&Owner>) -> [String; 5] {
 }
 
 /// The table row; the PID cell reads `1234+2` when two more processes
-/// hold the socket.
+/// hold the socket, and PID_FROM says whether PID called listen() (seen by
+/// a running or pinned enforce) or is the lowest pid holding the socket.
 fn row(l: &Listener) -> Vec<String> {
     let e = &l.event;
     let mut r = vec![proto_label(e.proto, e.family), e.local.to_string()];
@@ -120,6 +155,14 @@ fn row(l: &Listener) -> Vec<String> {
     r.extend(workload_cells(e.owner.as_ref()));
     r.push(e.netns.map(|n| n.to_string()).unwrap_or_else(|| "-".into()));
     r.push(format!("sk:{:x}", e.socket));
+    r.push(
+        match l.owner_source {
+            OwnerSource::Listen => "listen()",
+            OwnerSource::LowestHolder => "lowest-holder",
+            OwnerSource::Unknown => "-",
+        }
+        .into(),
+    );
     r
 }
 
@@ -179,6 +222,8 @@ pub fn listeners() -> anyhow::Result<Vec<Listener>> {
     let sockets = sockfilter::diag::sockets_all_namespaces()
         .context("asking the kernel for its sockets (sock_diag)")?;
     let holders = sockfilter::procfs::socket_owners();
+    let callers = sockfilter::listener_registry::listen_callers()
+        .context("reading enforce's listener registry in bpffs")?;
     let mut known: HashMap<u32, Owner> = HashMap::new();
     let now = SystemTime::now();
     let mut listeners: Vec<Listener> = sockets
@@ -203,10 +248,17 @@ pub fn listeners() -> anyhow::Result<Vec<Listener>> {
             } else {
                 EventKind::Bind
             };
-            let owner = owners.first().cloned();
+            let (owner, owner_source) = match callers.get(&s.cookie) {
+                Some(caller) => (Some(caller_owner(caller, &owners)), OwnerSource::Listen),
+                None => match owners.first() {
+                    Some(o) => (Some(o.clone()), OwnerSource::LowestHolder),
+                    None => (None, OwnerSource::Unknown),
+                },
+            };
             Listener {
                 event: sockfilter::watch::existing_event(s, kind, owner, None, now),
                 owners,
+                owner_source,
             }
         })
         .collect();
@@ -221,6 +273,28 @@ pub fn listeners() -> anyhow::Result<Vec<Listener>> {
         )
     });
     Ok(listeners)
+}
+
+/// The owner for the process that called listen(): what /proc says of it
+/// when it still runs (it holds the socket, or it is the process of that
+/// pid with the command name the kernel registered), otherwise what the
+/// kernel registered (pid, uid, comm; no exe nor cgroup): the caller
+/// exited and left the socket to its children.
+fn caller_owner(caller: &ListenCaller, holders: &[Owner]) -> Owner {
+    if let Some(o) = holders.iter().find(|o| o.pid == caller.pid) {
+        return o.clone();
+    }
+    let now = sockfilter::procfs::owner(caller.pid);
+    if now.comm == caller.comm && now.uid == caller.uid {
+        return now;
+    }
+    Owner {
+        pid: caller.pid,
+        uid: caller.uid,
+        comm: caller.comm.clone(),
+        exe: None,
+        cgroup: None,
+    }
 }
 
 #[cfg(test)]

@@ -472,3 +472,109 @@ fn nginx_master_and_workers_are_one_entry_with_every_owner() {
     }
     drop(master);
 }
+
+/// The entry of `listeners --json` for 127.0.0.1:`port`.
+fn entry_for(port: &str) -> Value {
+    let all = listeners_json();
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["local"]["port"].to_string() == port && v["local"]["ip"] == "127.0.0.1")
+        .collect();
+    assert_eq!(mine.len(), 1, "one entry for port {port}: {all:?}");
+    mine[0].clone()
+}
+
+/// Issue 10 item 6: `pid` names the process that called listen(), as the
+/// kernel's listener registry of a running `sockfilter enforce` recorded
+/// it, even when a process with a lower pid holds the socket too and when
+/// the caller has exited; `owner_source` says `listen`. A listener older
+/// than enforce (nobody saw its listen()) is owned by its lowest holder,
+/// and `owner_source` says `lowest_holder`.
+#[test]
+fn the_owner_is_the_process_that_called_listen() {
+    let cg = TestCgroup::new("listeners-caller");
+    let dir = TempDir(std::env::temp_dir().join(format!("sf-listeners-caller-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let policy = dir.0.join("allow.toml");
+    std::fs::write(&policy, "default = \"allow\"\n").unwrap();
+    // Made before enforce: a parent that forks a holder after listen().
+    let (old, old_port, _o1) = python(
+        &cg,
+        r#"
+import os, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+if os.fork() == 0:
+    sys.stdin.readline(); os._exit(0)
+print(s.getsockname()[1])
+sys.stdin.readline()
+"#,
+    );
+    let args: Vec<std::ffi::OsString> = vec![
+        "enforce".into(),
+        policy.clone().into(),
+        "--json".into(),
+        "--cgroup".into(),
+        cg.path.clone().into(),
+    ];
+    let _enforce = Watch::spawn(&args, "enforcing");
+
+    // A (lower pid) makes the socket and forks B; B calls listen(); both
+    // hold it. The lowest holder is A, the caller B.
+    let (a, line, _o2) = python(
+        &cg,
+        r#"
+import os, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0))
+r, w = os.pipe()
+b = os.fork()
+if b == 0:
+    s.listen(); os.write(w, b"x"); sys.stdin.readline(); os._exit(0)
+os.read(r, 1)
+print(s.getsockname()[1], b)
+sys.stdin.readline()
+"#,
+    );
+    let (port_ab, b) = line.split_once(' ').unwrap();
+    let b: u32 = b.parse().unwrap();
+    assert!(a.pid() < b);
+    let e = entry_for(port_ab);
+    assert_eq!(e["pid"], b, "the caller of listen(), not the lowest holder: {e}");
+    assert_eq!(e["owner_source"], "listen", "{e}");
+    assert_eq!(owner_pids(&e), vec![a.pid(), b], "{e}");
+    assert_eq!(e["exe"], readlink_exe(b), "{e}");
+
+    // C listens, forks D and exits: D holds what C made.
+    let (c, line, _o3) = python(
+        &cg,
+        r#"
+import os, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+r, w = os.pipe()
+d = os.fork()
+if d == 0:
+    os.close(r); os.read(0, 1); os._exit(0)
+print(s.getsockname()[1], d)
+os._exit(0)
+"#,
+    );
+    let (port_cd, d) = line.split_once(' ').unwrap();
+    let d: u32 = d.parse().unwrap();
+    let c_pid = c.pid();
+    let deadline = Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{c_pid}/fd")).exists()
+        && std::fs::read_dir(format!("/proc/{c_pid}/fd")).is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(Instant::now() < deadline, "C did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let e = entry_for(port_cd);
+    assert_eq!(e["pid"], c_pid, "the exited caller of listen(): {e}");
+    assert_eq!(e["owner_source"], "listen", "{e}");
+    assert_eq!(e["comm"], "python3", "{e}");
+    assert_eq!(owner_pids(&e), vec![d], "{e}");
+
+    let e = entry_for(&old_port);
+    assert_eq!(e["pid"], old.pid(), "{e}");
+    assert_eq!(e["owner_source"], "lowest_holder", "{e}");
+    assert_eq!(owner_pids(&e).len(), 2, "{e}");
+}

@@ -284,8 +284,10 @@ pub struct SfListener {
     pub window_ns: u64,
     /// Refused peers not reported since the last reported one.
     pub suppressed: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// Non-zero: written by enforce at start for a listener older than it,
+    /// whose `owner` is the lowest pid holding it then, not the process
+    /// that called listen() (`_pad` in C: the kernel side always writes 0).
+    pub from_snapshot: u32,
 }
 
 // SAFETY: plain old data; every bit pattern valid.

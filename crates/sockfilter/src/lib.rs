@@ -19,6 +19,7 @@ pub mod diag;
 pub mod enforce;
 pub mod features;
 pub mod filter;
+pub mod listener_registry;
 pub mod loader;
 pub mod netns_tag;
 pub mod older_sockets;

@@ -72,6 +72,7 @@ fn listener(e: &Event, owner: &Owner, root: &Path) -> SfListener {
             comm,
         },
         netns_inum: e.netns.unwrap_or(0) as u32,
+        from_snapshot: 1,
         ..Default::default()
     };
     let ids = owner
