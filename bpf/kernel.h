@@ -147,6 +147,9 @@ struct pt_regs {
 	unsigned long cx;
 	unsigned long orig_ax;
 } __core;
+/* arm64's view of the same struct pt_regs (CO-RE drops the ___ suffix):
+ * at syscall exit x0 holds the return value, orig_x0 the first argument. */
+struct pt_regs___sf_arm64 { unsigned long orig_x0; } __core;
 
 /* io_uring (uring.h). */
 struct io_uring_cqe {

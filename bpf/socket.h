@@ -162,7 +162,11 @@ static __always_inline struct sock *sock_from_fd(long fd)
 static __always_inline long syscall_arg0(void)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#if defined(__TARGET_ARCH_arm64)
+	return ((struct pt_regs___sf_arm64 *)regs)->orig_x0;
+#else
 	return regs->di;
+#endif
 }
 
 #endif
