@@ -126,13 +126,17 @@ static __always_inline void lsm_report(__u32 kind, struct sock *sk, const struct
  * when `count`. A global function: the verifier checks it once, on its own,
  * instead of once for every path of each LSM program that calls it (inlined
  * there, the policy lookup made Debian 6.12's verifier give up after a
- * million instructions). Its pointer arguments may be NULL to the verifier. */
+ * million instructions). Its pointer arguments may be NULL to the verifier.
+ * The subject is decided from a copy on this function's stack: its argument
+ * is plain memory to the verifier, and before 6.2 (Debian 12's 6.1) a map
+ * key may not point there (the policy looks the pid up in exe_by_pid). */
 __attribute__((noinline)) int sf_lsm_decide_subject(struct sf_subject *sub,
 						    struct sf_decision *d, int count)
 {
 	if (!sub || !d)
 		return 0;
-	decide(sub, d, count, NULL);
+	struct sf_subject s = *sub;
+	decide(&s, d, count, NULL);
 	return 0;
 }
 
