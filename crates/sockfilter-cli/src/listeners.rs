@@ -292,8 +292,7 @@ fn caller_owner(caller: &ListenCaller, holders: &[Owner]) -> Owner {
         pid: caller.pid,
         uid: caller.uid,
         comm: caller.comm.clone(),
-        exe: None,
-        cgroup: None,
+        ..Owner::default()
     }
 }
 

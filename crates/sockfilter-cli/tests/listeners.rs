@@ -478,7 +478,9 @@ fn entry_for(port: &str) -> Value {
     let all = listeners_json();
     let mine: Vec<&Value> = all
         .iter()
-        .filter(|v| v["local"]["port"].to_string() == port && v["local"]["ip"] == "127.0.0.1")
+        .filter(|v| {
+            v["local"]["port"].as_u64() == port.parse().ok() && v["local"]["ip"] == "127.0.0.1"
+        })
         .collect();
     assert_eq!(mine.len(), 1, "one entry for port {port}: {all:?}");
     mine[0].clone()
@@ -493,7 +495,8 @@ fn entry_for(port: &str) -> Value {
 #[test]
 fn the_owner_is_the_process_that_called_listen() {
     let cg = TestCgroup::new("listeners-caller");
-    let dir = TempDir(std::env::temp_dir().join(format!("sf-listeners-caller-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("sf-listeners-caller-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let policy = dir.0.join("allow.toml");
     std::fs::write(&policy, "default = \"allow\"\n").unwrap();
@@ -538,7 +541,10 @@ sys.stdin.readline()
     let b: u32 = b.parse().unwrap();
     assert!(a.pid() < b);
     let e = entry_for(port_ab);
-    assert_eq!(e["pid"], b, "the caller of listen(), not the lowest holder: {e}");
+    assert_eq!(
+        e["pid"], b,
+        "the caller of listen(), not the lowest holder: {e}"
+    );
     assert_eq!(e["owner_source"], "listen", "{e}");
     assert_eq!(owner_pids(&e), vec![a.pid(), b], "{e}");
     assert_eq!(e["exe"], readlink_exe(b), "{e}");

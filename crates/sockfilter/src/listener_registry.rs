@@ -60,7 +60,12 @@ fn read_registry(path: &Path, callers: &mut HashMap<u64, ListenCaller>) -> std::
         if l.from_snapshot != 0 {
             continue;
         }
-        let comm_len = l.owner.comm.iter().position(|&b| b == 0).unwrap_or(l.owner.comm.len());
+        let comm_len = l
+            .owner
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(l.owner.comm.len());
         callers.insert(
             l.cookie,
             ListenCaller {
