@@ -49,7 +49,7 @@ fn fork_exec(cg: &TestCgroup, args: &[String]) -> (Proc, u32, u16, BufReader<Chi
          args = {args}\n\
          pid = os.fork()\n\
          if pid == 0:\n    os.execv(args[0], args)\n\
-         print('child', pid, flush=True)\n\
+         sys.stdout.write(f'child {{pid}}\\n')  # one write: the child prints too\n\
          os.waitpid(pid, 0)\n",
         // A JSON array of strings is a python list literal.
         args = serde_json::to_string(args).unwrap()
