@@ -26,6 +26,7 @@ int sf_sock_create(struct bpf_sock *ctx)
 		return 1;
 	owner_from_current(&o->proc);
 	o->start_ns = bpf_ktime_get_boot_ns();
+	o->netns = current_netns(); /* the socket's: it is created in the caller's */
 	bpf_get_socket_cookie(ctx); /* fixes the cookie now, so every later reader sees it */
 	return 1;
 }

@@ -44,6 +44,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "uring.h"
 #include "enforce.h"
 #include "lsm.h"
+#include "dns.h"
 
 /* Keep the ABI types in the object's BTF for the layout test. */
 struct sf_event _sf_event_btf __attribute__((unused));

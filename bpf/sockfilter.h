@@ -71,6 +71,29 @@ struct sf_event {
 	char exe[SF_EXE_LEN];
 };
 
+/* ---- DNS answers (dns.h) ------------------------------------------------
+ * One record per DNS answer with addresses, written to the same ring buffer
+ * as sf_event (so user space learns a name before it reads any event that
+ * follows from it); `magic` tells the two apart: an sf_event starts with a
+ * boot-clock time, which never has the top bit set. */
+#define SF_DNS_MAGIC 0xf5d0d25a6e730000ULL
+#define SF_DNS_ADDRS 8
+#define SF_DNS_NAME_LEN 256
+
+struct sf_dns_answer {
+	__u64 magic;           /* SF_DNS_MAGIC */
+	__u64 ts_ns;           /* bpf_ktime_get_boot_ns() */
+	__u32 netns;           /* inode of the receiving socket's network namespace, 0 if unknown */
+	__u32 pid;             /* owner of the receiving socket, 0 if unknown */
+	__u16 naddrs;          /* addresses used in addr[] */
+	__u16 name_len;        /* bytes of name[]: the question, wire format, without the root label */
+	__u32 _pad;
+	__u32 ttl[SF_DNS_ADDRS];    /* seconds, per address */
+	__u8 family[SF_DNS_ADDRS];  /* 4: A record (addr[12..16]), 6: AAAA */
+	__u8 addr[SF_DNS_ADDRS][16];
+	__u8 name[SF_DNS_NAME_LEN];
+};
+
 /* A process, as events name it. */
 struct sf_proc {
 	__u64 cgroup_id;
@@ -99,6 +122,9 @@ struct sf_owner {
 		__u16 port;
 		__u16 _pad;
 	} udp_dst[4];
+	/* inode of the socket's network namespace, 0 if unknown: the DNS
+	 * answer hook (dns.h) runs in no process and reads it here */
+	__u32 netns;
 };
 
 /* The resolved executable of a process, filled at exec and copied at fork. */
@@ -277,7 +303,8 @@ enum sf_counter {
 	SF_CNT_UDP_FULL = 5,           /* UDP sockets whose endpoints were not kept: map full */
 	SF_CNT_URING_FULL = 6,         /* io_uring multishot accepts not followed: map full */
 	SF_CNT_EXECS_LOST = 7,         /* exec records that did not fit in their ring buffer */
-	SF_CNT_MAX = 8,
+	SF_CNT_DNS_LOST = 8,           /* DNS answers not reported: the ring buffer was full */
+	SF_CNT_MAX = 16,
 };
 
 #endif

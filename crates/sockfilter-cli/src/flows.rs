@@ -4,6 +4,7 @@
 
 use crate::listeners::{owner_cells, proto_label, table, workload_cells};
 use sockfilter_model::flow::{Direction, Flow, FlowTable};
+use sockfilter_model::text::escape_or;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     f.remote
                         .map(|r| r.to_string())
                         .unwrap_or_else(|| "*".into()),
+                    escape_or(f.remote_host.as_deref(), "").into_owned(),
                 ];
                 let [pid, uid, comm, exe, _cgroup] = owner_cells(f.owner.as_ref());
                 r.extend([pid, uid, comm, exe]);
@@ -94,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "PROTO",
                     "LOCAL",
                     "REMOTE",
+                    "HOST",
                     "PID",
                     "UID",
                     "COMM",

@@ -63,6 +63,9 @@ pub fn event_line(e: &Event, colour: bool) -> String {
         None => "pid ?       (owner unknown)".into(),
     };
     let mut extra = Vec::new();
+    if let Some(h) = &e.remote_host {
+        extra.push(format!("host={}", escape(h)));
+    }
     if let Some(o) = &e.owner {
         if let Some(ppid) = o.ppid {
             extra.push(format!(

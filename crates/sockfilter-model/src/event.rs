@@ -247,6 +247,11 @@ pub struct Event {
     pub existing: bool,
     /// Inode number of the socket's network namespace, when known.
     pub netns: Option<u64>,
+    /// `connect` and `accept`: the DNS name that resolved to the remote
+    /// address in the socket's network namespace (learned from the DNS
+    /// answers the host received, within their TTL; the name the owner
+    /// itself looked up when several did), lowercase; None when unknown.
+    pub remote_host: Option<String>,
     /// Kind-specific fields.
     pub details: Details,
 }
@@ -275,6 +280,7 @@ impl Event {
     ///     socket: 7,
     ///     existing: false,
     ///     netns: None,
+    ///     remote_host: None,
     ///     details: Details { backlog: Some(128), ..Default::default() },
     /// };
     /// let v = ev.to_json();
@@ -326,6 +332,9 @@ impl Event {
         let d = &self.details;
         if let Some(by) = d.enforced_by {
             m.insert("enforced_by".into(), by.into());
+        }
+        if matches!(self.kind, EventKind::Connect | EventKind::Accept) {
+            m.insert("remote_host".into(), opt(self.remote_host.clone()));
         }
         match self.kind {
             EventKind::Listen => {
@@ -472,6 +481,9 @@ impl Event {
         push_opt_num(out, "ppid", owner.and_then(|o| o.ppid.map(u64::from)));
         push_opt_str(out, "proto", Some(self.proto.as_str()));
         push_endpoint(out, "remote", self.remote);
+        if matches!(self.kind, EventKind::Connect | EventKind::Accept) {
+            push_opt_str(out, "remote_host", self.remote_host.as_deref());
+        }
         push_opt_str(out, "rule", self.rule.as_deref());
         push_opt_num(out, "socket", Some(self.socket));
         if self.kind == EventKind::Accept {
@@ -522,6 +534,7 @@ mod tests {
             socket: 9,
             existing: true,
             netns: None,
+            remote_host: None,
             details: Details::default(),
         }
     }

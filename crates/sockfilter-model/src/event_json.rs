@@ -117,6 +117,7 @@ impl Event {
             socket: opt_u64(v, "socket")?.unwrap_or(0),
             existing: v.get("existing").and_then(Value::as_bool).unwrap_or(false),
             netns: opt_u64(v, "netns")?,
+            remote_host: opt_str(v, "remote_host"),
             details: Details {
                 backlog: opt_u64(v, "backlog")?.map(|b| b as u32),
                 listener: opt_u64(v, "listener")?,

@@ -120,6 +120,9 @@ pub struct Flow {
     pub owner: Option<Owner>,
     /// Inode of the socket's network namespace, when known.
     pub netns: Option<u64>,
+    /// The DNS name behind `remote` (the opening event's `remote_host`);
+    /// None when unknown.
+    pub remote_host: Option<String>,
     /// Payload bytes sent, known once the flow closed (TCP); None before and
     /// for UDP.
     pub bytes_sent: Option<u64>,
@@ -150,6 +153,7 @@ impl Flow {
             remote: e.remote,
             owner: e.owner.clone(),
             netns: e.netns,
+            remote_host: e.remote_host.clone(),
             bytes_sent: None,
             bytes_received: None,
             started: e.time,
@@ -168,7 +172,7 @@ impl Flow {
     }
 
     /// The flow as a JSON object: `id`, `direction`, `state`, `proto`,
-    /// `family`, `local`, `remote`, the owner fields of the event contract
+    /// `family`, `local`, `remote`, `remote_host`, the owner fields of the event contract
     /// (`pid`, `uid`, `comm`, `exe`, `cgroup`, null when unknown),
     /// `bytes_sent`, `bytes_received`, `started`, `ended`, `listener`,
     /// `existing` and `netns`.
@@ -190,6 +194,7 @@ impl Flow {
     ///     socket: 7,
     ///     existing: false,
     ///     netns: None,
+    ///     remote_host: None,
     ///     details: Details::default(),
     /// };
     /// let mut table = FlowTable::new();
@@ -209,6 +214,7 @@ impl Flow {
         m.insert("family".into(), self.family.as_str().into());
         m.insert("local".into(), ep(self.local));
         m.insert("remote".into(), self.remote.map(ep).unwrap_or(Value::Null));
+        m.insert("remote_host".into(), json!(self.remote_host));
         m.insert("pid".into(), json!(owner.map(|o| o.pid)));
         m.insert("uid".into(), json!(owner.map(|o| o.uid)));
         m.insert("comm".into(), json!(owner.map(|o| o.comm.clone())));
@@ -405,6 +411,7 @@ impl FlowTable {
     ///     socket,
     ///     existing: false,
     ///     netns: None,
+    ///     remote_host: None,
     ///     details: Details { bytes_sent: Some(5), bytes_received: Some(9), ..Default::default() },
     /// };
     /// let mut t = FlowTable::new();
@@ -480,6 +487,7 @@ impl FlowTable {
                         f.direction = Direction::Outbound;
                         f.state = state;
                         f.remote = e.remote;
+                        f.remote_host = e.remote_host.clone();
                         f.local = e.local;
                         if e.owner.is_some() {
                             f.owner = e.owner.clone();
@@ -554,6 +562,7 @@ mod tests {
             socket,
             existing: false,
             netns: Some(1),
+            remote_host: None,
             details: Details::default(),
         }
     }

@@ -10,6 +10,7 @@
 pub mod event;
 pub mod event_json;
 pub mod flow;
+pub mod host_names;
 mod json_write;
 pub mod policy;
 pub mod text;

@@ -91,6 +91,9 @@ pub const COUNTER_URING_FULL: u32 = 6;
 /// buffer (`execs`): those execs' command lines and parent executables are
 /// then asked of the kernel's per-process record or /proc, while they run.
 pub const COUNTER_EXECS_LOST: u32 = 7;
+/// Index of the counter of DNS answers the kernel could not report (the
+/// ring buffer was full): their names are not learned.
+pub const COUNTER_DNS_LOST: u32 = 8;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;
@@ -330,6 +333,8 @@ pub struct SfOwner {
     pub rule: u32,
     /// enforce: the last UDP destinations reported.
     pub udp_dst: [SfUdpDst; 4],
+    /// Inode of the socket's network namespace, 0 if unknown.
+    pub netns: u32,
 }
 
 // SAFETY: plain old data, every bit pattern valid.
@@ -358,6 +363,57 @@ pub struct SfEndpoints {
 
 // SAFETY: plain old data, every bit pattern valid.
 unsafe impl aya::Pod for SfEndpoints {}
+
+/// `SF_DNS_MAGIC`: the first 8 bytes of a [`SfDnsAnswer`] record.
+pub const DNS_MAGIC: u64 = 0xf5d0_d25a_6e73_0000;
+/// `SF_DNS_ADDRS`
+pub const DNS_ADDRS: usize = 8;
+/// `SF_DNS_NAME_LEN`
+pub const DNS_NAME_LEN: usize = 256;
+
+/// `struct sf_dns_answer` (bpf/dns.h): one DNS answer with addresses, as
+/// the kernel saw it arrive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SfDnsAnswer {
+    /// [`DNS_MAGIC`].
+    pub magic: u64,
+    /// `bpf_ktime_get_boot_ns()`.
+    pub ts_ns: u64,
+    /// Inode of the receiving socket's network namespace, 0 if unknown.
+    pub netns: u32,
+    /// Owner of the receiving socket, 0 if unknown.
+    pub pid: u32,
+    /// Addresses used in `addr`.
+    pub naddrs: u16,
+    /// Bytes of `name`: the question, wire format, without the root label.
+    pub name_len: u16,
+    /// Padding.
+    pub _pad: u32,
+    /// TTL of each address, seconds.
+    pub ttl: [u32; DNS_ADDRS],
+    /// 4 (A record, v4-mapped in `addr`) or 6 (AAAA).
+    pub family: [u8; DNS_ADDRS],
+    /// The addresses, network order.
+    pub addr: [[u8; 16]; DNS_ADDRS],
+    /// The question name, wire format.
+    pub name: [u8; DNS_NAME_LEN],
+}
+
+impl SfDnsAnswer {
+    /// The record, if `bytes` is one (the right size and magic); sf_event
+    /// records share the ring buffer and start with a boot-clock time,
+    /// never the magic.
+    pub fn from_bytes(bytes: &[u8]) -> Option<SfDnsAnswer> {
+        if bytes.len() != std::mem::size_of::<SfDnsAnswer>()
+            || bytes[..8] != DNS_MAGIC.to_ne_bytes()
+        {
+            return None;
+        }
+        // SAFETY: length checked; repr(C) plain data, every bit pattern valid.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const SfDnsAnswer) })
+    }
+}
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

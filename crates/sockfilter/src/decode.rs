@@ -137,6 +137,7 @@ impl Decoder {
             socket: raw.cookie,
             existing: false,
             netns: (raw.netns != 0).then_some(raw.netns as u64),
+            remote_host: None, // filled by the watcher's host-name table
             details,
         }
     }

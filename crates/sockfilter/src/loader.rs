@@ -10,7 +10,8 @@ use crate::pinned::{PinnedScope, State as PinnedState};
 use aya::maps::{CgroupArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, SkLookup, SockOps, TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+    Lsm, SkLookup, SockOps, TracePoint,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::HashMap;
@@ -127,6 +128,8 @@ enum HookKind {
     /// destination): attached by watch and enforce alike.
     SockAddrReport,
     SockOps,
+    /// cgroup_skb/ingress: packets as they are delivered to a socket.
+    SkbIngress,
     TpBtf(&'static str),
     TracePoint(&'static str, &'static str),
 }
@@ -226,6 +229,11 @@ const HOOKS: &[Hook] = &[
         program: "sf_lsm_listen",
         kind: HookKind::Lsm("socket_listen"),
         what: "lsm/socket_listen",
+    },
+    Hook {
+        program: "sf_dns_ingress",
+        kind: HookKind::SkbIngress,
+        what: "cgroup_skb/ingress (DNS answers)",
     },
     Hook {
         program: "sf_sendmsg4",
@@ -653,6 +661,18 @@ fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<F
             p.load().map_err(|x| e(&x))?;
             let id = p
                 .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|x| e(&x))?;
+            FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
+        }
+        HookKind::SkbIngress => {
+            let p: &mut CgroupSkb = prog.try_into().map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            let id = p
+                .attach(
+                    cgroup,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )
                 .map_err(|x| e(&x))?;
             FdLink::try_from(p.take_link(id).map_err(|x| e(&x))?)
         }

@@ -160,6 +160,7 @@ fn write_owner(
         start_ns: 0, // unknown: the kernel keeps no creation time
         // An outbound TCP connection's SYN counts in bytes_acked.
         active: u32::from(s.event.kind == EventKind::Connect && s.event.proto == Proto::Tcp),
+        netns: s.event.netns.unwrap_or(0) as u32,
         ..Default::default()
     };
     storage
@@ -279,6 +280,7 @@ mod tests {
             socket,
             existing: false,
             netns: None,
+            remote_host: None,
             details: Details::default(),
         }
     }

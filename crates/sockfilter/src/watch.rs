@@ -2,7 +2,7 @@
 //! stream every socket event as it happens, with nothing lost in between
 //! and nothing lost silently.
 
-use crate::abi::SfEvent;
+use crate::abi::{SfDnsAnswer, SfEvent, DNS_ADDRS};
 use crate::ancestry::Ancestry;
 use crate::batch_timer::BatchTimer;
 use crate::decode::Decoder;
@@ -11,7 +11,9 @@ use crate::loader::{LoadError, Probe, ProbeOptions};
 use crate::older_sockets::{OlderSockets, SnapshotSocket};
 use aya::maps::{MapData, RingBuf};
 use sockfilter_model::event::{Details, Endpoint, Event, EventKind, Family, Owner, Proto, Verdict};
+use sockfilter_model::host_names::{name_from_wire, HostNames};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::io::unix::AsyncFd;
@@ -61,7 +63,12 @@ pub struct Watcher {
     root: PathBuf,
     /// The watched subtree, relative to `root` (`/a/b`); None: every process.
     watched: Option<String>,
+    /// Names behind remote addresses, from the DNS answers the kernel saw.
+    host_names: HostNames,
 }
+
+/// (address, name) pairs the watcher keeps at most ([`HostNames`]).
+pub const HOST_NAMES_CAPACITY: usize = 65536;
 
 /// How often the kernel's drop counter is read.
 const LOST_POLL: Duration = Duration::from_millis(200);
@@ -163,6 +170,7 @@ impl Watcher {
             older: OlderSockets::default(),
             root,
             watched,
+            host_names: HostNames::new(HOST_NAMES_CAPACITY),
         };
         if opts.existing {
             w.report_existing(|_| {}, |_| true);
@@ -240,6 +248,16 @@ impl Watcher {
     /// Events dropped by the kernel so far.
     pub fn lost_total(&self) -> u64 {
         self.probe.lost()
+    }
+
+    /// The names learned from DNS answers (size, evictions).
+    pub fn host_names(&self) -> &HostNames {
+        &self.host_names
+    }
+
+    /// DNS answers the kernel could not report (ring buffer full).
+    pub fn dns_lost_total(&self) -> u64 {
+        self.probe.counter(crate::abi::COUNTER_DNS_LOST)
     }
 
     /// Records from the kernel that could not be decoded (never expected;
@@ -364,17 +382,51 @@ impl Watcher {
         let mut n = 0;
         while let Some(rec) = ring.next() {
             n += 1;
+            if let Some(answer) = SfDnsAnswer::from_bytes(&rec) {
+                learn_answer(&mut self.host_names, &self.decoder, &answer);
+                continue;
+            }
             match SfEvent::from_bytes(&rec) {
                 Ok(raw) => {
                     let mut e = self.decoder.decode(&raw);
                     self.ancestry.fill(&mut e, &raw, &self.probe);
                     self.older.fill(&mut e);
+                    name_remote(&self.host_names, &mut e);
                     self.queue.push_back(Item::Event(e));
                 }
                 Err(_) => self.malformed += 1,
             }
         }
         n
+    }
+}
+
+/// Adds the addresses of a DNS answer to `names`.
+fn learn_answer(names: &mut HostNames, decoder: &Decoder, a: &SfDnsAnswer) {
+    let len = (a.name_len as usize).min(a.name.len());
+    let Some(name) = name_from_wire(&a.name[..len]) else {
+        return;
+    };
+    let at = decoder.wall_time(a.ts_ns);
+    let netns = (a.netns != 0).then_some(u64::from(a.netns));
+    let pid = (a.pid != 0).then_some(a.pid);
+    for i in 0..(a.naddrs as usize).min(DNS_ADDRS) {
+        let ip = IpAddr::V6(Ipv6Addr::from(a.addr[i])).to_canonical();
+        let ttl = Duration::from_secs(u64::from(a.ttl[i]));
+        names.learn(netns, ip, &name, pid, at, ttl);
+    }
+}
+
+/// Sets `remote_host` of a `connect` or `accept` from `names`.
+fn name_remote(names: &HostNames, e: &mut Event) {
+    if !matches!(e.kind, EventKind::Connect | EventKind::Accept) {
+        return;
+    }
+    if let Some(remote) = e.remote {
+        let pid = e.owner.as_ref().map(|o| o.pid);
+        e.remote_host = names
+            .lookup(e.netns, remote.ip, pid, e.time)
+            .map(str::to_owned);
     }
 }
 
@@ -464,6 +516,7 @@ pub fn existing_event(
         socket: s.cookie,
         existing: true,
         netns: Some(s.netns),
+        remote_host: None,
         details: Details {
             listener,
             ..Default::default()

@@ -3,7 +3,9 @@
 //! agree field by field.
 
 use sockfilter::abi::policy::{SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfPolicyMeta, SfU64Key};
-use sockfilter::abi::{SfEvent, SfExe, SfExec, SfListenKey, SfListener, SfOwner, SfProc};
+use sockfilter::abi::{
+    SfDnsAnswer, SfEvent, SfExe, SfExec, SfListenKey, SfListener, SfOwner, SfProc,
+};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -88,7 +90,21 @@ fn rust_mirror_matches_the_c_header() {
     ));
     rust.extend(fields!(
         SfOwner, "sf_owner", proc, start_ns, active, pending, verdict, slot, udp_next, rule,
-        udp_dst
+        udp_dst, netns
+    ));
+    rust.extend(fields!(
+        SfDnsAnswer,
+        "sf_dns_answer",
+        magic,
+        ts_ns,
+        netns,
+        pid,
+        naddrs,
+        name_len,
+        ttl,
+        family,
+        addr,
+        name
     ));
     rust.extend(fields!(SfBitmap, "sf_bitmap", summary, words));
     rust.extend(fields!(SfBitmapKey, "sf_bitmap_key", slot, id));

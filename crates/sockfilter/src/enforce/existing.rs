@@ -121,6 +121,7 @@ mod tests {
             socket,
             existing: true,
             netns: None,
+            remote_host: None,
             details: Details::default(),
         }
     }

@@ -200,6 +200,7 @@ impl Call {
             socket: req.socket,
             existing: false,
             netns,
+            remote_host: None,
             details: Details {
                 backlog: req.backlog,
                 listener: req.listener,
