@@ -188,6 +188,8 @@ struct Daemon {
     errors_reported: HashMap<String, Instant>,
     events: u64,
     lost: u64,
+    /// Exec records lost and forgotten, as last counted in the metrics.
+    execs_not_kept: (u64, u64),
 }
 
 impl Daemon {
@@ -265,6 +267,26 @@ impl Daemon {
                 .get_or_create(&Metrics::output(name))
                 .set(out.pending() as i64);
         }
+        self.count_execs_not_kept(w);
+    }
+
+    fn count_execs_not_kept(&mut self, w: &Watcher) {
+        let (lost, forgotten) = w.execs_not_kept();
+        let (was_lost, was_forgotten) = self.execs_not_kept;
+        for (reason, n) in [
+            ("lost", lost.saturating_sub(was_lost)),
+            ("forgotten", forgotten.saturating_sub(was_forgotten)),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .exec_records_not_kept
+                    .get_or_create(&crate::metrics::ExecLabels {
+                        reason: reason.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        self.execs_not_kept = (lost, forgotten);
     }
 
     async fn reload(&mut self, w: &mut Watcher) {
@@ -382,6 +404,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         errors_reported: HashMap::new(),
         events: 0,
         lost: 0,
+        execs_not_kept: (0, 0),
     };
     d.listeners.export(&d.metrics);
     eprintln!(

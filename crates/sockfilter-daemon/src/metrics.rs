@@ -3,7 +3,8 @@
 //! `sockfilter_events_total{event,verdict}`, `sockfilter_events_lost_total`,
 //! `sockfilter_listeners{proto,family}`, `sockfilter_rule_matches_total{rule}`,
 //! `sockfilter_output_errors_total{output}`, `sockfilter_output_pending{output}`,
-//! `sockfilter_output_dropped_total{output}`, and the usual `process_*`.
+//! `sockfilter_output_dropped_total{output}`,
+//! `sockfilter_exec_records_not_kept_total{reason}`, and the usual `process_*`.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -47,6 +48,14 @@ pub struct OutputLabels {
     pub output: String,
 }
 
+/// Labels of `sockfilter_exec_records_not_kept_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExecLabels {
+    /// `lost` (the kernel's exec ring buffer was full) or `forgotten`
+    /// (beyond the exec table's bound, oldest first).
+    pub reason: String,
+}
+
 /// Every metric of the daemon; clones share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -65,6 +74,10 @@ pub struct Metrics {
     pub output_pending: Family<OutputLabels, Gauge>,
     /// `sockfilter_output_dropped_total{output}`: events an output had to give up.
     pub output_dropped: Family<OutputLabels, Counter>,
+    /// `sockfilter_exec_records_not_kept_total{reason}`: execs whose
+    /// executable and arguments were not kept (see docs/events.md,
+    /// Ancestry).
+    pub exec_records_not_kept: Family<ExecLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -86,6 +99,7 @@ impl Metrics {
             output_errors: Family::default(),
             output_pending: Family::default(),
             output_dropped: Family::default(),
+            exec_records_not_kept: Family::default(),
         };
         r.register(
             "sockfilter_events",
@@ -121,6 +135,11 @@ impl Metrics {
             "sockfilter_output_dropped",
             "Events an output gave up (its bound was exceeded)",
             m.output_dropped.clone(),
+        );
+        r.register(
+            "sockfilter_exec_records_not_kept",
+            "Execs whose executable and arguments were not kept, by reason (lost, forgotten)",
+            m.exec_records_not_kept.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         *m.registry.lock().expect("not poisoned") = r;
@@ -354,7 +373,13 @@ mod tests {
         m.output_pending
             .get_or_create(&Metrics::output("nats"))
             .set(3);
+        m.exec_records_not_kept
+            .get_or_create(&ExecLabels {
+                reason: "lost".into(),
+            })
+            .inc_by(2);
         let text = m.encode();
+        assert!(text.contains("sockfilter_exec_records_not_kept_total{reason=\"lost\"} 2"));
         assert!(text.contains("sockfilter_events_total{event=\"listen\",verdict=\"allow\"} 1"));
         assert!(text.contains("sockfilter_events_lost_total 1"));
         assert!(text.contains("sockfilter_output_pending{output=\"nats\"} 3"));
