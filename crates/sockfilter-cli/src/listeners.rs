@@ -107,7 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "POD",
                     "NETNS",
                     "SOCKET",
-                    "PID_FROM"
+                    "PID_FROM",
+                    "CMDLINE"
                 ],
                 rows
             )
@@ -142,8 +143,9 @@ pub fn owner_cells(owner: Option<&Owner>) -> [String; 5] {
 }
 
 /// The table row; the PID cell reads `1234+2` when two more processes
-/// hold the socket, and PID_FROM says whether PID called listen() (seen by
-/// a running or pinned enforce) or is the lowest pid holding the socket.
+/// hold the socket, PID_FROM says whether PID called listen() (seen by
+/// a running or pinned enforce) or is the lowest pid holding the socket,
+/// and CMDLINE is PID's arguments from /proc.
 fn row(l: &Listener) -> Vec<String> {
     let e = &l.event;
     let mut r = vec![proto_label(e.proto, e.family), e.local.to_string()];
@@ -162,6 +164,13 @@ fn row(l: &Listener) -> Vec<String> {
             OwnerSource::Unknown => "-",
         }
         .into(),
+    );
+    // Last: escaped, and nothing after it to forge.
+    r.push(
+        e.owner
+            .as_ref()
+            .and_then(|o| o.cmdline.as_deref())
+            .map_or_else(|| "-".into(), crate::text::cmdline),
     );
     r
 }

@@ -251,4 +251,22 @@ fn text_output_escapes_the_arguments() {
     );
     let (st, _) = w.stop(libc::SIGINT);
     assert!(st.success());
+
+    // `listeners` reads /proc now: the rewritten argv[1], escaped, last.
+    let out = Command::new(sockfilter())
+        .arg("listeners")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !table.contains('\x1b'),
+        "a raw ESC reached the output: {table:?}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{port} ")))
+        .unwrap_or_else(|| panic!("no listener on {port}:\n{table}"));
+    let expected = format!("{} XXXXXXXXX {}", escape(args[0].as_str()), escape(NASTY));
+    assert!(row.ends_with(&expected), "{row:?} !~ {expected:?}");
 }
