@@ -241,6 +241,13 @@ static __always_inline void exec_report(struct task_struct *p, const struct sf_e
 {
 	if (!in_watched_cgroup())
 		return;
+	int compat = 0;
+#ifdef __TARGET_ARCH_x86
+	/* The new image is 32-bit: exec set TS_COMPAT (set_personality_ia32). */
+	compat = (p->thread_info.status & 0x0002 /* TS_COMPAT */) != 0;
+	if (compat)
+		count(SF_CNT_COMPAT_EXECS);
+#endif
 	struct sf_exec *r = bpf_ringbuf_reserve(&execs, sizeof(*r), 0);
 	if (!r) {
 		count(SF_CNT_EXECS_LOST);
@@ -259,7 +266,9 @@ static __always_inline void exec_report(struct task_struct *p, const struct sf_e
 	if (len && bpf_probe_read_user(r->args, len, (const void *)start))
 		len = 0;
 	r->args_len = len;
-	__u64 wake = bpf_ringbuf_query(&execs, BPF_RB_AVAIL_DATA) > (1 << 19)
+	/* An exec of a 32-bit program wakes user space at once: it attaches
+	 * the 32-bit system call hook (compat.h) only when one runs. */
+	__u64 wake = compat || bpf_ringbuf_query(&execs, BPF_RB_AVAIL_DATA) > (1 << 19)
 		? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(r, wake);
 }

@@ -304,6 +304,7 @@ enum sf_counter {
 	SF_CNT_URING_FULL = 6,         /* io_uring multishot accepts not followed: map full */
 	SF_CNT_EXECS_LOST = 7,         /* exec records that did not fit in their ring buffer */
 	SF_CNT_DNS_LOST = 8,           /* DNS answers not reported: the ring buffer was full */
+	SF_CNT_COMPAT_EXECS = 9,       /* execs of 32-bit (ia32) programs: user space attaches compat.h */
 	SF_CNT_MAX = 16,
 };
 

@@ -199,6 +199,14 @@ fn ia32_accept_and_udp_connect_are_reported() {
     let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
     let cg = TestCgroup::new("paths-ia32");
     let mut w = Watch::start(&cg, &["--no-existing"]);
+    // The hook for 32-bit system calls is attached when a 32-bit program
+    // first runs (sockfilter::compat_hook, which documents the window
+    // until then): one run of the fixture (its usage message) triggers it.
+    let mut trigger = Command::new(&bin);
+    trigger.stderr(Stdio::null());
+    cg.enter(&mut trigger);
+    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    w.wait_stderr("32-bit system calls are watched from now on");
 
     let (p, n) = start(&cg, &bin, &["accept"]);
     let (port, cport) = (n[0] as u64, n[1] as u64);

@@ -94,6 +94,9 @@ pub const COUNTER_EXECS_LOST: u32 = 7;
 /// Index of the counter of DNS answers the kernel could not report (the
 /// ring buffer was full): their names are not learned.
 pub const COUNTER_DNS_LOST: u32 = 8;
+/// Index of the counter of execs of 32-bit (ia32) programs, which make
+/// user space attach the 32-bit system call hook ([`crate::compat_hook`]).
+pub const COUNTER_COMPAT_EXECS: u32 = 9;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;

@@ -13,6 +13,7 @@ pub mod ancestry;
 mod batch_timer;
 pub mod cgroup;
 pub mod cgroup_changes;
+pub mod compat_hook;
 pub mod decode;
 pub mod destroy;
 pub mod diag;

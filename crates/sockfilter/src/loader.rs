@@ -109,6 +109,9 @@ pub struct Probe {
     /// Adopted: the pinned socket-lookup program, and the namespaces it is
     /// attached to already (until the policy agent takes them).
     adopted: Option<(SkLookup, Vec<NetnsAttachment>)>,
+    /// Loaded, not attached yet: the 32-bit system call hook until a
+    /// 32-bit program runs (crate::compat_hook).
+    deferred: Vec<&'static Hook>,
 }
 
 struct Hook {
@@ -367,6 +370,7 @@ impl Probe {
 
         let mut attached = Vec::new();
         let mut links = Vec::new();
+        let mut deferred = Vec::new();
         for hook in HOOKS.iter().chain(ARCH_HOOKS) {
             let wanted = match hook.kind {
                 HookKind::SockAddrUnlessLsm => opts.enforce && !globals.lsm,
@@ -374,6 +378,17 @@ impl Probe {
                 _ => true,
             };
             if !wanted {
+                continue;
+            }
+            if pins.is_none() && ARCH_HOOKS.iter().any(|h| h.program == hook.program) {
+                // Verified now, attached when a 32-bit program runs
+                // (crate::compat_hook).
+                load_only(&mut bpf, hook, btf).map_err(|reason| LoadError::Program {
+                    program: hook.program,
+                    hook: hook.what,
+                    reason,
+                })?;
+                deferred.push(hook);
                 continue;
             }
             let link =
@@ -410,14 +425,21 @@ impl Probe {
         if let Some(scope) = &pins {
             pin_all(scope, &mut bpf, &attached, &mut links)?;
         }
-        Ok(Probe {
+        let mut probe = Probe {
             bpf,
             cgroup_path,
             attached,
             _links: links,
             pins,
             adopted: None,
-        })
+            deferred,
+        };
+        // The exec hook counts 32-bit execs from here on; those that run
+        // already are looked for now.
+        if !probe.deferred.is_empty() && crate::compat_hook::any_ia32_process() {
+            probe.attach_deferred()?;
+        }
+        Ok(probe)
     }
 
     /// Takes over what a dead enforcer of this scope pinned: its maps (the
@@ -456,6 +478,7 @@ impl Probe {
             _links: Vec::new(),
             pins: Some(scope),
             adopted: Some((sk_lookup, namespaces)),
+            deferred: Vec::new(),
         })
     }
 
@@ -592,6 +615,31 @@ impl Probe {
         self.counter(COUNTER_LOST)
     }
 
+    /// Attaches the 32-bit system call hook if it waits for a 32-bit
+    /// program and the exec hook has seen one run (crate::compat_hook).
+    /// Returns whether it was attached now; a failure to attach is the
+    /// error.
+    pub fn attach_compat_if_needed(&mut self) -> Result<bool, LoadError> {
+        if self.deferred.is_empty() || self.counter(crate::abi::COUNTER_COMPAT_EXECS) == 0 {
+            return Ok(false);
+        }
+        self.attach_deferred()?;
+        Ok(true)
+    }
+
+    fn attach_deferred(&mut self) -> Result<(), LoadError> {
+        for hook in std::mem::take(&mut self.deferred) {
+            let link = attach_loaded(&mut self.bpf, hook).map_err(|reason| LoadError::Program {
+                program: hook.program,
+                hook: hook.what,
+                reason,
+            })?;
+            self._links.push(link);
+            self.attached.push(hook.program);
+        }
+        Ok(())
+    }
+
     /// One of the kernel side's counters (`crate::abi::COUNTER_*`), summed
     /// over CPUs, since load.
     pub fn counter(&self, index: u32) -> u64 {
@@ -624,6 +672,30 @@ pub fn exe_string(x: &SfExe) -> Option<String> {
     }
     let n = (x.len as usize).min(EXE_LEN);
     Some(String::from_utf8_lossy(&x.path[..n]).into_owned())
+}
+
+/// Loads a `tp_btf` hook's program without attaching it.
+fn load_only(bpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
+    let HookKind::TpBtf(name) = hook.kind else {
+        return Err("only tp_btf hooks are attached later".into());
+    };
+    let p: &mut BtfTracePoint = bpf
+        .program_mut(hook.program)
+        .ok_or_else(|| "not in the object".to_string())?
+        .try_into()
+        .map_err(|x| error_chain(&x))?;
+    p.load(name, btf).map_err(|x| error_chain(&x))
+}
+
+/// Attaches a `tp_btf` hook loaded by [`load_only`].
+fn attach_loaded(bpf: &mut Ebpf, hook: &Hook) -> Result<FdLink, String> {
+    let p: &mut BtfTracePoint = bpf
+        .program_mut(hook.program)
+        .ok_or_else(|| "not in the object".to_string())?
+        .try_into()
+        .map_err(|x| error_chain(&x))?;
+    let id = p.attach().map_err(|x| error_chain(&x))?;
+    Ok(FdLink::from(p.take_link(id).map_err(|x| error_chain(&x))?))
 }
 
 fn attach_one(bpf: &mut Ebpf, hook: &Hook, btf: &Btf, cgroup: &File) -> Result<FdLink, String> {

@@ -299,8 +299,17 @@ impl Watcher {
                 // instead of being woken for every one. The first record
                 // after a quiet spell is never delayed; later ones by at
                 // most BATCH_WAIT_MAX.
-                if self.timer.sleep(wait).await.is_err() {
-                    tokio::time::sleep(wait).await;
+                let execs_ready = tokio::select! {
+                    r = self.timer.sleep(wait) => {
+                        if r.is_err() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        false
+                    }
+                    _ = self.ancestry.readable() => true,
+                };
+                if execs_ready {
+                    self.on_execs_ready();
                 }
                 self.drain_and_adapt();
                 continue;
@@ -319,9 +328,7 @@ impl Watcher {
                 }
                 Some(Ok(Err(_))) => return None,
                 Some(Err(_)) => self.check_lost(),
-                None => {
-                    self.ancestry.drain();
-                }
+                None => self.on_execs_ready(),
             }
         }
     }
@@ -364,11 +371,34 @@ impl Watcher {
         self.queue.len()
     }
 
+    /// The kernel asked for the exec records to be read: its buffer is
+    /// half full, or a 32-bit program was exec'd.
+    fn on_execs_ready(&mut self) {
+        self.ancestry.drain();
+        self.attach_compat_if_needed();
+    }
+
+    /// Attaches the 32-bit system call hook once a 32-bit program runs
+    /// ([`crate::compat_hook`]), and says so on stderr.
+    fn attach_compat_if_needed(&mut self) {
+        match self.probe.attach_compat_if_needed() {
+            Ok(true) => eprintln!(
+                "sockfilter: a 32-bit program runs: 32-bit system calls are watched from now on (tp_btf/sys_exit attached)"
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!(
+                "sockfilter: a 32-bit program runs, but the hook for 32-bit system calls could not be attached ({e}): accepts and UDP connects made through 32-bit system calls are not reported"
+            ),
+        }
+    }
+
     fn check_lost(&mut self) {
         self.lost_checked = std::time::Instant::now();
         // Exec records are read with the events that name them; when no
         // event comes, read them here so that their buffer never fills.
-        self.ancestry.drain();
+        // The 32-bit hook is checked here too, in case its wake-up was
+        // missed.
+        self.on_execs_ready();
         let lost = self.probe.lost();
         if lost > self.lost_reported {
             self.queue.push_back(Item::Lost(lost - self.lost_reported));
