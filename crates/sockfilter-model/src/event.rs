@@ -11,6 +11,7 @@ use crate::workload::Workload;
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Which step of a socket's life an event reports.
@@ -178,11 +179,11 @@ pub struct Owner {
     pub ppid: Option<u32>,
     /// The parent's executable (the exec the parent was running when the
     /// owner last saw it); None when the kernel recorded none.
-    pub parent_exe: Option<String>,
+    pub parent_exe: Option<Arc<str>>,
     /// The arguments the owner was exec'd with (argv, at most the first
     /// 512 bytes of them; the last one cut short if they are longer), as
     /// the kernel saw them at exec. Reported on `listen` events only.
-    pub cmdline: Option<Vec<String>>,
+    pub cmdline: Option<Arc<[String]>>,
 }
 
 impl Owner {
@@ -272,7 +273,7 @@ impl Event {
     ///     verdict: Verdict::Allow,
     ///     rule: None,
     ///     owner: Some(Owner { pid: 42, uid: 0, comm: "nc".into(), exe: Some("/usr/bin/nc".into()), cgroup: Some("/".into()),
-    ///         ppid: Some(1), parent_exe: Some("/usr/lib/systemd/systemd".into()), cmdline: Some(vec!["nc".into(), "-l".into(), "8080".into()]) }),
+    ///         ppid: Some(1), parent_exe: Some("/usr/lib/systemd/systemd".into()), cmdline: Some(vec!["nc".into(), "-l".into(), "8080".into()].into()) }),
     ///     proto: Proto::Tcp,
     ///     family: Family::Ipv4,
     ///     local: Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
@@ -305,7 +306,7 @@ impl Event {
         m.insert("ppid".into(), opt(owner.and_then(|o| o.ppid)));
         m.insert(
             "parent_exe".into(),
-            opt(owner.and_then(|o| o.parent_exe.clone())),
+            opt(owner.and_then(|o| o.parent_exe.as_deref())),
         );
         let workload = owner.map(Owner::workload).unwrap_or_default();
         m.insert("unit".into(), opt(workload.unit));
@@ -339,7 +340,10 @@ impl Event {
         match self.kind {
             EventKind::Listen => {
                 m.insert("backlog".into(), opt(d.backlog));
-                m.insert("cmdline".into(), opt(owner.and_then(|o| o.cmdline.clone())));
+                m.insert(
+                    "cmdline".into(),
+                    opt(owner.and_then(|o| o.cmdline.as_deref().map(<[String]>::to_vec))),
+                );
             }
             EventKind::Accept => {
                 m.insert("listener".into(), opt(d.listener));
@@ -604,7 +608,7 @@ mod tests {
                     )),
                     ppid: Some(3),
                     parent_exe: Some("/p\u{1b}q".into()),
-                    cmdline: Some(vec!["a b".into(), "\n\"\u{7}".into(), String::new()]),
+                    cmdline: Some(vec!["a b".into(), "\n\"\u{7}".into(), String::new()].into()),
                 });
                 e.details = Details {
                     backlog: Some(5),

@@ -86,11 +86,12 @@ impl Event {
                 exe: opt_str(v, "exe"),
                 cgroup: opt_str(v, "cgroup"),
                 ppid: opt_u64(v, "ppid")?.map(|p| p as u32),
-                parent_exe: opt_str(v, "parent_exe"),
+                parent_exe: opt_str(v, "parent_exe").map(Into::into),
                 cmdline: v.get("cmdline").and_then(Value::as_array).map(|args| {
                     args.iter()
                         .map(|a| a.as_str().unwrap_or_default().to_owned())
-                        .collect()
+                        .collect::<Vec<_>>()
+                        .into()
                 }),
             }),
         };

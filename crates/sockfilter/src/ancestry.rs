@@ -16,6 +16,7 @@ use crate::loader::{LoadError, Probe};
 use aya::maps::{MapData, RingBuf};
 use sockfilter_model::event::{Event, EventKind};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 
 /// Execs remembered at most; the oldest are forgotten first (counted).
@@ -24,8 +25,8 @@ pub const MAX_EXECS: usize = 8192;
 /// What is known of one exec.
 #[derive(Debug, Clone, Default)]
 struct Exec {
-    exe: Option<String>,
-    cmdline: Option<Vec<String>>,
+    exe: Option<Arc<str>>,
+    cmdline: Option<Arc<[String]>>,
     /// The command line was looked for (a record has one, or /proc was
     /// asked): not to be asked again.
     cmdline_known: bool,
@@ -134,7 +135,7 @@ impl Ancestry {
             self.insert(
                 id,
                 Exec {
-                    exe,
+                    exe: exe.map(Into::into),
                     ..Default::default()
                 },
             );
@@ -142,12 +143,12 @@ impl Ancestry {
         self.execs.get_mut(&id)
     }
 
-    fn cmdline(&mut self, id: u64, pid: u32, probe: &Probe) -> Option<Vec<String>> {
+    fn cmdline(&mut self, id: u64, pid: u32, probe: &Probe) -> Option<Arc<[String]>> {
         let x = self.exec(id, pid, probe)?;
         if !x.cmdline_known {
             // No record (older than sockfilter, or lost): exec() just
             // checked that `pid` still runs this exec.
-            x.cmdline = crate::procfs::cmdline(pid);
+            x.cmdline = crate::procfs::cmdline(pid).map(Into::into);
             x.cmdline_known = true;
         }
         x.cmdline.clone()
@@ -170,8 +171,8 @@ fn exec_of_record(x: &SfExec) -> Exec {
     let exe_len = (x.exe_len as usize).min(EXE_LEN);
     let args_len = (x.args_len as usize).min(ARGS_LEN);
     Exec {
-        exe: (exe_len > 0).then(|| String::from_utf8_lossy(&x.exe[..exe_len]).into_owned()),
-        cmdline: crate::procfs::split_args(&x.args[..args_len]),
+        exe: (exe_len > 0).then(|| String::from_utf8_lossy(&x.exe[..exe_len]).into()),
+        cmdline: crate::procfs::split_args(&x.args[..args_len]).map(Into::into),
         cmdline_known: true,
     }
 }
@@ -216,8 +217,8 @@ mod tests {
         let x = exec_of_record(&r);
         assert_eq!(x.exe.as_deref(), Some("/bin/nc"));
         assert_eq!(
-            x.cmdline,
-            Some(vec!["nc".into(), "-l".into(), "\x1b[2J\n".into()])
+            x.cmdline.as_deref(),
+            Some(&["nc".to_string(), "-l".into(), "\x1b[2J\n".into()][..])
         );
         // Lengths beyond the buffers never panic.
         r.exe_len = u32::MAX;

@@ -101,8 +101,8 @@ pub fn owner(pid: u32) -> sockfilter_model::Owner {
         exe: exe(pid),
         cgroup: crate::cgroup::cgroup_of_pid(pid),
         ppid: ppid(pid),
-        parent_exe: ppid(pid).and_then(exe),
-        cmdline: cmdline(pid),
+        parent_exe: ppid(pid).and_then(exe).map(Into::into),
+        cmdline: cmdline(pid).map(Into::into),
     }
 }
 

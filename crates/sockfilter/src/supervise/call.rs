@@ -231,10 +231,11 @@ impl Call {
             exe,
             cgroup,
             ppid,
-            parent_exe: ppid.and_then(crate::procfs::exe),
+            parent_exe: ppid.and_then(crate::procfs::exe).map(Into::into),
             cmdline: (op == Operation::Listen)
                 .then(|| crate::procfs::cmdline(pid))
-                .flatten(),
+                .flatten()
+                .map(Into::into),
             op,
             syscall,
             proto: sock.proto(),

@@ -47,10 +47,10 @@ pub struct Request {
     /// The caller's parent process (None for pid 1 or when unknown).
     pub ppid: Option<u32>,
     /// The parent's executable, as `/proc/PPID/exe` shows it.
-    pub parent_exe: Option<String>,
+    pub parent_exe: Option<std::sync::Arc<str>>,
     /// `listen`: the caller's arguments, as `/proc/PID/cmdline` shows them
     /// (at most the first 512 bytes); None for other operations.
-    pub cmdline: Option<Vec<String>>,
+    pub cmdline: Option<std::sync::Arc<[String]>>,
     /// What is asked.
     pub op: Operation,
     /// The system call that asks it.
