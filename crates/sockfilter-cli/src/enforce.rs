@@ -143,9 +143,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 d.display()
             )
         });
+        let replaced = watcher.probe().replaced_build().map(|hash| {
+            format!(
+                "sockfilter: replaced the enforcement of another sockfilter build (BPF object {hash}) without a gap: its policy stayed in force until this one's was, then its programs were removed",
+            )
+        });
         let destroy = sockfilter::destroy::destroy_method();
         event_loop(watcher, &args.output, &mut state, || {
-            if let Some(line) = adopted {
+            if let Some(line) = adopted.into_iter().chain(replaced).next() {
                 eprintln!("{line}");
             }
             eprintln!("{message}");

@@ -293,6 +293,115 @@ fn sigterm_removes_everything_and_unload_leaves_a_running_enforcer_alone() {
     assert_eq!(a.run(&bind), "ok");
 }
 
+/// An upgrade: the pinned enforcement of another sockfilter build (another
+/// BPF object, simulated by the hash its state is marked with) cannot be
+/// adopted; the new enforce runs its own programs next to it until its
+/// policy is in force, then removes the other build's and pins its own. A
+/// loop of denied connects running through it never succeeds.
+#[test]
+fn another_builds_enforcement_is_replaced_without_a_gap() {
+    let dir = tmpdir("upgrade");
+    let cg = TestCgroup::new("attack-failclosed-upgrade");
+    let scope = scope_dir(&cg);
+    let bind_port = free_port();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect_port = server.local_addr().unwrap().port();
+    let bind = format!("socket.socket().bind(('127.0.0.1', {bind_port}))");
+
+    let first = Watch::enforce(&cg, &policy(&dir, "first", bind_port, connect_port));
+    let mut a = Attacker::start(&cg);
+    assert_eq!(a.run(&bind), "err EPERM", "the policy is in force");
+    let (status, _) = first.stop(libc::SIGKILL);
+    assert_eq!(status.signal_or_code(), Some(libc::SIGKILL));
+    // Marked as the state of another build.
+    let marker = std::fs::read_dir(&scope)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("complete-")
+        })
+        .expect("a complete state");
+    let ours = marker.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::rename(&marker, scope.join("complete-0123456789abcdef")).unwrap();
+    let old_programs = pinned_ids("prog", &scope.join("progs"));
+    let old_links = pinned_ids("link", &scope.join("links"));
+    assert!(!old_programs.is_empty() && !old_links.is_empty());
+
+    assert_eq!(
+        a.run(&format!(
+            "repeat('connects', lambda: socket.create_connection(('127.0.0.1', {connect_port}), timeout=1).close())"
+        )),
+        "ok"
+    );
+    let args: Vec<std::ffi::OsString> = vec![
+        "enforce".into(),
+        policy(&dir, "second", bind_port, connect_port).into(),
+        "--json".into(),
+        "--no-existing".into(),
+        "--cgroup".into(),
+        cg.path.clone().into(),
+    ];
+    let mut second = Watch::spawn(
+        &args,
+        "replaced the enforcement of another sockfilter build",
+    );
+    second.wait_stderr("enforcing");
+    second.expect("a connect denied by the new build's policy", |v| {
+        v["event"] == "connect" && v["verdict"] == "deny" && v["rule"] == "second-connect"
+    });
+    a.run("res['connects.stop'] = True");
+    let deadline = Instant::now() + WAIT;
+    while a.run("r = res.get('connects.done', False)") != "True" {
+        assert!(Instant::now() < deadline, "the connect loop did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let counts = a.run("r = res['connects']");
+    assert!(
+        !counts.contains("'ok'"),
+        "a denied connect got through: {counts}"
+    );
+    assert!(counts.contains("'EPERM'"), "the loop did not run: {counts}");
+    // The other build's programs and links are gone, ours are pinned.
+    let listing = attached_to(&cg);
+    assert_eq!(
+        listing.matches("sf_bind4").count(),
+        1,
+        "programs on the cgroup:\n{listing}"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let live: Vec<u64> = live_ids("prog")
+            .into_iter()
+            .chain(live_ids("link"))
+            .filter(|id| old_programs.contains(id) || old_links.contains(id))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other build's programs are still loaded: {live:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        scope.join(&ours).is_dir(),
+        "the state is marked as this build's"
+    );
+    assert!(!scope.join("complete-0123456789abcdef").exists());
+    // And it outlives this enforcer too.
+    let (status, _) = second.stop(libc::SIGKILL);
+    assert_eq!(status.signal_or_code(), Some(libc::SIGKILL));
+    assert_eq!(a.run(&bind), "err EPERM", "the new build's pins enforce");
+    unload(&["--cgroup".as_ref(), cg.path.as_os_str()]);
+    assert_eq!(a.run(&bind), "ok", "after unload, the bind succeeds");
+    drop(server);
+}
+
 trait SignalOrCode {
     fn signal_or_code(&self) -> Option<i32>;
 }

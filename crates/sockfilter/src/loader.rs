@@ -112,6 +112,13 @@ pub struct Probe {
     /// Loaded, not attached yet: the 32-bit system call hook until a
     /// 32-bit program runs (crate::compat_hook).
     deferred: Vec<&'static Hook>,
+    /// Another sockfilter build's pinned enforcement that this probe
+    /// replaces (its scope, and its object's hash): it stays in force, next
+    /// to this probe's unpinned programs, until
+    /// [`Probe::retire_replaced`] swaps the pins.
+    replacing: Option<(PinnedScope, String)>,
+    /// The object hash of the build whose enforcement was replaced.
+    replaced: Option<String>,
 }
 
 struct Hook {
@@ -327,17 +334,34 @@ impl Probe {
             match scope.state(&crate::pinned::object_hash(OBJECT)) {
                 PinnedState::Complete => return Probe::adopt(scope, cgroup_path, &btf, &globals),
                 PinnedState::Foreign(hash) => {
-                    return Err(LoadError::Pinned(format!(
-                        "{} holds the enforcement of another sockfilter build (BPF object {hash}), which stays in force; run `sockfilter unload` to remove it, then start enforce again",
-                        scope.dir().display()
-                    )))
+                    // Another build (an upgrade): its programs cannot be
+                    // adopted, so this one's run next to them, unpinned,
+                    // until its policy is in force; then the pins swap.
+                    let mut probe =
+                        Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, None)?;
+                    probe.replacing = Some((scope, hash));
+                    return Ok(probe);
                 }
                 PinnedState::Partial => {
                     scope.clear();
-                    return Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, Some(scope));
+                    return Probe::attach_fresh(
+                        opts,
+                        cgroup_path,
+                        cgroup,
+                        &btf,
+                        &globals,
+                        Some(scope),
+                    );
                 }
                 PinnedState::Empty => {
-                    return Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, Some(scope))
+                    return Probe::attach_fresh(
+                        opts,
+                        cgroup_path,
+                        cgroup,
+                        &btf,
+                        &globals,
+                        Some(scope),
+                    )
                 }
             }
         }
@@ -433,6 +457,8 @@ impl Probe {
             pins,
             adopted: None,
             deferred,
+            replacing: None,
+            replaced: None,
         };
         // The exec hook counts 32-bit execs from here on; those that run
         // already are looked for now.
@@ -479,6 +505,8 @@ impl Probe {
             pins: Some(scope),
             adopted: Some((sk_lookup, namespaces)),
             deferred: Vec::new(),
+            replacing: None,
+            replaced: None,
         })
     }
 
@@ -510,6 +538,44 @@ impl Probe {
         if let Some(scope) = self.pins.take() {
             scope.release();
         }
+        if let Some((scope, _)) = self.replacing.take() {
+            scope.release();
+        }
+    }
+
+    /// When this probe replaces another build's pinned enforcement (see
+    /// [`Probe::replaced_build`]), and once this probe's policy is in force:
+    /// removes the other build's pins (its links are detached) and pins this
+    /// probe's programs, links (with socket lookup's in `namespaces`) and
+    /// maps in their place. Until then both builds' programs run, so every
+    /// operation is decided by at least one policy: no gap. No-op otherwise.
+    pub fn retire_replaced(
+        &mut self,
+        namespaces: &mut [&mut NetnsAttachment],
+    ) -> Result<(), LoadError> {
+        let Some((scope, hash)) = self.replacing.take() else {
+            return Ok(());
+        };
+        scope
+            .clear_for_another()
+            .map_err(|e| LoadError::Pinned(format!("{}: {e}", scope.dir().display())))?;
+        // From here until the state is marked complete, this process's
+        // descriptors hold the enforcement: a crash in these milliseconds
+        // leaves none (the only gap of an upgrade).
+        for a in namespaces.iter_mut() {
+            a.pin_in(&scope)
+                .map_err(|e| LoadError::Pinned(format!("socket-lookup links: {e}")))?;
+        }
+        pin_all(&scope, &mut self.bpf, &self.attached, &mut self._links)?;
+        self.pins = Some(scope);
+        self.replaced = Some(hash);
+        Ok(())
+    }
+
+    /// The BPF object hash of the other sockfilter build whose pinned
+    /// enforcement this probe replaced, once it did.
+    pub fn replaced_build(&self) -> Option<&str> {
+        self.replaced.as_deref()
     }
 
     /// Attaches socket lookup to one network namespace (given by an open

@@ -40,7 +40,7 @@ pub struct NetnsAttachment {
     /// The namespace's cookie.
     pub cookie: u64,
     link: OwnedFd,
-    _main: Option<aya::programs::links::FdLink>,
+    main: Option<aya::programs::links::FdLink>,
 }
 
 impl NetnsAttachment {
@@ -57,8 +57,19 @@ impl NetnsAttachment {
             ino,
             cookie,
             link,
-            _main: main,
+            main,
         }
+    }
+
+    /// Pins both links in `scope` (they were attached unpinned, next to
+    /// another build's enforcement that this one replaces).
+    pub fn pin_in(&mut self, scope: &crate::pinned::PinnedScope) -> io::Result<()> {
+        let main = self
+            .main
+            .take()
+            .ok_or_else(|| io::Error::other("sf_sk_lookup's link is not held"))?;
+        self.main = Some(scope.pin_sk_lookup(main, &self.link, self.ino, self.cookie)?);
+        Ok(())
     }
 
     /// The tag program's link.

@@ -103,12 +103,7 @@ impl PinnedScope {
                 e
             });
         }
-        for sub in ["maps", "progs", "links"] {
-            match std::fs::create_dir(dir.join(sub)) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            }
-        }
+        make_subdirs(&dir)?;
         Ok(PinnedScope { dir, _lock: lock })
     }
 
@@ -234,6 +229,14 @@ impl PinnedScope {
         remove_scope_contents(&self.dir)
     }
 
+    /// Removes everything pinned in the scope, as [`PinnedScope::clear`],
+    /// and makes its directories again, for another state.
+    pub fn clear_for_another(&self) -> io::Result<Removed> {
+        let removed = self.clear();
+        make_subdirs(&self.dir)?;
+        Ok(removed)
+    }
+
     /// Removes everything and the directory: enforcement ends when this
     /// process closes its own descriptors.
     pub fn release(self) -> Removed {
@@ -305,6 +308,16 @@ pub fn unload(only: Option<&str>) -> io::Result<Vec<Unloaded>> {
     drop(root_lock);
     let _ = std::fs::remove_dir(root); // only if empty
     Ok(out)
+}
+
+fn make_subdirs(dir: &Path) -> io::Result<()> {
+    for sub in ["maps", "progs", "links"] {
+        match std::fs::create_dir(dir.join(sub)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn remove_scope_contents(dir: &Path) -> Removed {

@@ -239,6 +239,12 @@ impl PolicyAgent {
             .map(|(&ino, a)| (ino, a.cookie))
             .collect();
         judge_existing(w, policy, &cookies);
+        // Replacing another build's enforcement: this policy is in force
+        // now, so the other build's programs can go and ours be pinned.
+        let mut attachments: Vec<&mut NetnsAttachment> = self.namespaces.values_mut().collect();
+        if let Err(e) = w.probe_mut().retire_replaced(&mut attachments) {
+            eprintln!("sockfilter: {e}; enforcement holds while this process runs, but would not outlive it");
+        }
         Ok(())
     }
 
