@@ -66,6 +66,11 @@ struct Args {
     /// The load generator (default: next to this one).
     #[arg(long)]
     loadgen: Option<PathBuf>,
+    /// Another sockfilter binary (e.g. a build of an earlier commit),
+    /// measured as agent `watch-before`: the same command as `watch`, so
+    /// that a change's before and after are measured in one run.
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// Write the Markdown report here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -629,6 +634,19 @@ impl Bench {
                 "sockfilter: watching",
                 agent == "watch-pipe",
             )),
+            "watch-before" => self.args.before.as_ref().map(|b| {
+                (
+                    vec![
+                        b.display().to_string(),
+                        "watch".into(),
+                        "--json".into(),
+                        "--cgroup".into(),
+                        cg,
+                    ],
+                    "sockfilter: watching",
+                    false,
+                )
+            }),
             a if a.starts_with("enforce-") => {
                 if !self.enforce {
                     return Ok(None);
@@ -711,6 +729,8 @@ impl Bench {
                 if agent != "library" && self.agent_argv(agent)?.is_none() {
                     let why = if agent.starts_with("bpftrace") {
                         "not available: bpftrace not installed (apt-get install -y bpftrace)"
+                    } else if agent == "watch-before" {
+                        "not measured: no --before binary given"
                     } else if agent.starts_with("enforce") {
                         "not available: `sockfilter enforce --help` fails in this build"
                     } else {
