@@ -122,10 +122,20 @@ impl Ancestry {
             self.drain();
         }
         if !self.execs.contains_key(&id) {
-            let rec = probe.exe_record(pid)?;
-            if rec.exec_id != id {
-                return None; // gone, or exec'd again since: unknown
-            }
+            let Some(rec) = probe.exe_record(pid).filter(|r| r.exec_id == id) else {
+                // Gone, or exec'd again since: unknown for good (exec ids
+                // are never reused, and its record was read above had it
+                // been sent), remembered as such so that later events
+                // naming it cost no system call.
+                self.insert(
+                    id,
+                    Exec {
+                        cmdline_known: true,
+                        ..Default::default()
+                    },
+                );
+                return None;
+            };
             let exe = crate::loader::exe_string(&rec).or_else(|| {
                 // Too long for the kernel's buffer; the process runs it.
                 (rec.truncated != 0)
