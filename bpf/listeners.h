@@ -44,7 +44,9 @@ struct {
  * namespace's cookie, and takes it (leaves 0), so that a lookup interrupted
  * between the two programs by a nested one on the same CPU (a lookup in
  * process context, e.g. nft's socket match on output, interrupted by a
- * softirq) finds 0 and never another namespace's cookie. */
+ * softirq) finds 0, not the nested lookup's cookie. (Two process-context
+ * lookups preempting each other in between could still swap cookies:
+ * docs/security.md, limits.) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
