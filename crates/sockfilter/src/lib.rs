@@ -25,6 +25,7 @@ pub mod loader;
 pub mod netns_tag;
 pub mod older_sockets;
 pub mod pinned;
+pub mod pinned_names;
 pub mod procfs;
 pub mod session;
 pub mod supervise;

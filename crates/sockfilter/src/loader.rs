@@ -632,6 +632,21 @@ impl Probe {
         Ok(NetnsAttachment::new(ino, cookie, tag, Some(main)))
     }
 
+    /// Keeps the rule names of both policy slots next to the pinned
+    /// enforcement, for an enforcer that adopts it ([`crate::pinned_names`]).
+    /// No-op when not persistent.
+    pub fn save_rule_names(&self, slots: &[Vec<String>; 2]) -> std::io::Result<()> {
+        match &self.pins {
+            Some(scope) => crate::pinned_names::save(&scope.map_path(RULE_NAMES), slots),
+            None => Ok(()),
+        }
+    }
+
+    /// The rule names the enforcer whose state was adopted kept.
+    pub fn saved_rule_names(&self) -> Option<[Vec<String>; 2]> {
+        crate::pinned_names::load(&self.pins.as_ref()?.map_path(RULE_NAMES))
+    }
+
     /// Lets go of socket lookup in a namespace that died: its pins are
     /// removed (then dropping `a` frees its links and tag program), so that
     /// namespaces made and left, however many, cost nothing once gone.
@@ -899,6 +914,10 @@ fn last_line(s: &str) -> &str {
         .find(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)))
         .unwrap_or(s)
 }
+
+/// The pin name of the rule names map (made by user space, not in the
+/// object).
+const RULE_NAMES: &str = "rule_names";
 
 /// The object's read-only globals (`const volatile cfg_*` in bpf/).
 struct Globals {

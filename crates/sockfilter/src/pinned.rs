@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! /sys/fs/bpf/sockfilter/SCOPE/maps/NAME       every map of the object
+//! /sys/fs/bpf/sockfilter/SCOPE/maps/rule_names the policies' rule names (crate::pinned_names)
 //! /sys/fs/bpf/sockfilter/SCOPE/progs/NAME      every loaded program
 //! /sys/fs/bpf/sockfilter/SCOPE/links/NAME      cgroup and tracepoint links
 //! /sys/fs/bpf/sockfilter/SCOPE/links/netns_tag-INO-COOKIE  per network namespace:

@@ -180,10 +180,15 @@ impl PolicyAgent {
         // Adopted from a dead enforcer: its policy stays in force until
         // install() switches slots.
         let enforcer = if w.probe().is_adopted() {
-            Enforcer::adopt(w.probe().bpf()).unwrap_or_else(|e| {
+            let e = Enforcer::adopt(w.probe().bpf()).unwrap_or_else(|e| {
                 eprintln!("sockfilter: reading the adopted policy maps: {e}");
                 Enforcer::new()
-            })
+            });
+            // The events the dead enforcer left are named with its rules.
+            if let Some(slots) = w.probe().saved_rule_names() {
+                e.restore_names(slots);
+            }
+            e
         } else {
             Enforcer::new()
         };
@@ -244,6 +249,9 @@ impl PolicyAgent {
         let mut attachments: Vec<&mut NetnsAttachment> = self.namespaces.values_mut().collect();
         if let Err(e) = w.probe_mut().retire_replaced(&mut attachments) {
             eprintln!("sockfilter: {e}; enforcement holds while this process runs, but would not outlive it");
+        }
+        if let Err(e) = w.probe().save_rule_names(&self.enforcer.name_slots()) {
+            eprintln!("sockfilter: keeping the rule names in bpffs: {e} (after a crash, the next enforce reports the events this one's policy decided with rule null)");
         }
         Ok(())
     }

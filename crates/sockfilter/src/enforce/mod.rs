@@ -179,6 +179,22 @@ impl Enforcer {
         Ok(e)
     }
 
+    /// The rule names of both slots (to keep them for an adopting
+    /// enforcer).
+    pub fn name_slots(&self) -> [Vec<String>; 2] {
+        self.names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .slots
+            .clone()
+    }
+
+    /// Names the rules of the adopted slots, as the enforcer that wrote them
+    /// kept them.
+    pub fn restore_names(&self, slots: [Vec<String>; 2]) {
+        self.names.write().unwrap_or_else(|e| e.into_inner()).slots = slots;
+    }
+
     /// Rule names by slot, shared with the event decoder.
     pub fn rule_names(&self) -> Arc<RwLock<RuleNames>> {
         self.names.clone()

@@ -1,0 +1,169 @@
+//! The rule names of the policy in each slot, kept in bpffs next to the
+//! pinned enforcement ([`crate::pinned`]), so that an enforcer that adopts a
+//! dead one's state names the rules that decided the events the dead one
+//! left in the ring buffer (instead of `rule: null`). No BPF program reads
+//! them: they are a map of two entries (one per policy slot) that user space
+//! creates and pins as `maps/rule_names`.
+//!
+//! An entry is the number of names (4 bytes, little-endian), then the
+//! slot's names in order, each as a 2-byte little-endian length and its
+//! bytes; what does not fit in 512 KiB is left out (those rules are
+//! then unnamed after a crash).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Bytes per slot.
+const BLOB: usize = 512 << 10;
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_TYPE_ARRAY: u64 = 2;
+
+fn sys_bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn path_c(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
+/// The map pinned at `path`, created and pinned there if there is none.
+fn open_or_create(path: &Path) -> io::Result<OwnedFd> {
+    if let Ok(fd) = open(path) {
+        return Ok(fd);
+    }
+    let mut attr = [0u64; 16];
+    // map_type, key_size | value_size << 32, max_entries
+    attr[0] = BPF_MAP_TYPE_ARRAY | (4 << 32);
+    attr[1] = BLOB as u64 | (2 << 32);
+    let fd = sys_bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let c = path_c(path)?;
+    let mut attr = [0u64; 16];
+    attr[0] = c.as_ptr() as u64; // pathname
+    attr[1] = fd.as_raw_fd() as u32 as u64; // bpf_fd
+    sys_bpf(BPF_OBJ_PIN, &mut attr)?;
+    Ok(fd)
+}
+
+fn open(path: &Path) -> io::Result<OwnedFd> {
+    let c = path_c(path)?;
+    let mut attr = [0u64; 16];
+    attr[0] = c.as_ptr() as u64;
+    let fd = sys_bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn element(fd: &OwnedFd, cmd: libc::c_long, slot: u32, blob: &mut [u8]) -> io::Result<()> {
+    let key = slot;
+    let mut attr = [0u64; 16];
+    attr[0] = fd.as_raw_fd() as u32 as u64; // map_fd
+    attr[1] = &key as *const u32 as u64; // key
+    attr[2] = blob.as_mut_ptr() as u64; // value
+    sys_bpf(cmd, &mut attr).map(drop)
+}
+
+fn encode(names: &[String]) -> Vec<u8> {
+    let mut blob = vec![0u8; 4];
+    let mut count = 0u32;
+    for name in names {
+        let bytes = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
+        if blob.len() + 2 + bytes.len() > BLOB {
+            break;
+        }
+        blob.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        blob.extend_from_slice(bytes);
+        count += 1;
+    }
+    blob[..4].copy_from_slice(&count.to_le_bytes());
+    blob.resize(BLOB, 0);
+    blob
+}
+
+fn decode(blob: &[u8]) -> Vec<String> {
+    let Some(count) = blob.get(..4) else {
+        return Vec::new();
+    };
+    let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]);
+    let mut names = Vec::new();
+    let mut at = 4;
+    for _ in 0..count {
+        let Some(len) = blob.get(at..at + 2) else {
+            break;
+        };
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let Some(bytes) = blob.get(at + 2..at + 2 + len) else {
+            break;
+        };
+        names.push(String::from_utf8_lossy(bytes).into_owned());
+        at += 2 + len;
+    }
+    names
+}
+
+/// Writes the names of both slots to the map pinned at `path` (created if
+/// needed).
+pub fn save(path: &Path, slots: &[Vec<String>; 2]) -> io::Result<()> {
+    let fd = open_or_create(path)?;
+    for (slot, names) in slots.iter().enumerate() {
+        element(&fd, BPF_MAP_UPDATE_ELEM, slot as u32, &mut encode(names))?;
+    }
+    Ok(())
+}
+
+/// The names of both slots as saved at `path`; None when nothing is.
+pub fn load(path: &Path) -> Option<[Vec<String>; 2]> {
+    let fd = open(path).ok()?;
+    let mut out: [Vec<String>; 2] = Default::default();
+    for (slot, names) in out.iter_mut().enumerate() {
+        let mut blob = vec![0u8; BLOB];
+        element(&fd, BPF_MAP_LOOKUP_ELEM, slot as u32, &mut blob).ok()?;
+        *names = decode(&blob);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_survive_encoding_in_order_and_an_empty_slot_is_empty() {
+        let names = vec!["ssh-in".to_string(), String::new(), "ünïcode\n".to_string()];
+        assert_eq!(decode(&encode(&names)), names);
+        assert!(decode(&encode(&[])).is_empty());
+        assert!(decode(&[0u8; 16]).is_empty(), "a slot never written");
+        assert!(decode(&[9, 0, 0, 0, 1]).is_empty(), "cut short");
+    }
+
+    #[test]
+    fn what_does_not_fit_is_left_out() {
+        let long = "x".repeat(60_000);
+        let names: Vec<String> = (0..40).map(|_| long.clone()).collect();
+        let back = decode(&encode(&names));
+        assert!(!back.is_empty() && back.len() < 40);
+        assert!(back.iter().all(|n| n == &long));
+    }
+}
