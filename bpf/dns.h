@@ -184,6 +184,120 @@ static __always_inline void dns_addresses(struct __sk_buff *skb, __u32 p, __u32 
 	a->naddrs = n;
 }
 
+/* Room for a pattern key off the stack (the parser and sf_dns_learn
+ * together would exceed the 512-byte stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sf_host_key);
+} dns_key SEC(".maps");
+
+/* The key of the suffix of the question at packet offset `off`, `len`
+ * bytes, in `k` (k->len 0 if it could not be read). */
+static __always_inline void dns_host_key(struct __sk_buff *skb, __u32 off, __u32 len, __u8 below,
+					 struct sf_host_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->below = below;
+	k->len = len;
+	/* len is in [1, SF_HOST_LEN] (checked by the caller) */
+	if (bpf_skb_load_bytes(skb, off, k->name, ((len - 1) & (SF_HOST_LEN - 1)) + 1)) {
+		k->len = 0;
+		return;
+	}
+	/* Names are case-insensitive and resolvers may randomize case:
+	 * lowercase 8 bytes at a time without branches (a branch per byte
+	 * multiplies the verifier's work). Label length bytes (at most 63)
+	 * are never letters. */
+	__u64 *w = (__u64 *)k->name;
+#pragma unroll
+	for (int i = 0; i < SF_HOST_LEN / 8; i++) {
+		__u64 x = w[i], low = x & 0x7f7f7f7f7f7f7f7fULL;
+		__u64 ge_a = low + 0x3f3f3f3f3f3f3f3fULL;  /* top bit: byte >= 'A' */
+		__u64 gt_z = low + 0x2525252525252525ULL;  /* top bit: byte > 'Z' */
+		__u64 upper = ge_a & ~gt_z & ~x & 0x8080808080808080ULL;
+		w[i] = x | (upper >> 2);
+	}
+}
+
+/* Under enforce, with remote_host rules: the addresses of the answer get
+ * the rules their name matches (dns_addrs), per policy slot, before the
+ * answer is queued to the socket, so that a connect right after it is
+ * decided by name. The longest pattern that matches decides (the compiler
+ * gives it every shorter `*.` pattern's rules too): the exact name first,
+ * then `*.` patterns from the longest suffix to the shortest. `qoff`: the
+ * question's offset in the packet. A global function: the verifier checks
+ * it once, not once per path of the parser that calls it. */
+__attribute__((noinline)) int sf_dns_learn(struct __sk_buff *skb, __u32 qoff,
+					    const struct sf_dns_answer *a)
+{
+	if (!skb || !a)
+		return 0;
+	__u32 s0 = 0, s1 = 1;
+	struct sf_policy_meta *m0 = bpf_map_lookup_elem(&pol_meta, &s0);
+	struct sf_policy_meta *m1 = bpf_map_lookup_elem(&pol_meta, &s1);
+	if (!m0 || !m1)
+		return 0;
+	int use0 = m0->dims_used & (1 << SF_DIM_REMOTE_HOST);
+	int use1 = m1->dims_used & (1 << SF_DIM_REMOTE_HOST);
+	if (!use0 && !use1)
+		return 0;
+	__u32 qlen = a->name_len;
+	struct sf_dns_addr v = {};
+	int found0 = !use0, found1 = !use1;
+	struct sf_host_key *k = bpf_map_lookup_elem(&dns_key, &s0);
+	if (!k)
+		return 0;
+	__u32 pos = 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SF_DNS_LABELS; i++) {
+		if (pos >= qlen)
+			break;
+		__u32 len = qlen - pos;
+		if (len <= SF_HOST_LEN) {
+			dns_host_key(skb, qoff + pos, len, i > 0, k);
+			if (!k->len)
+				return 0;
+			if (!found0) {
+				k->slot = 0;
+				__u32 *id = bpf_map_lookup_elem(&pol_hosts, k);
+				if (id) {
+					v.id[0] = *id;
+					v.generation[0] = m0->generation;
+					found0 = 2;
+				}
+			}
+			if (!found1) {
+				k->slot = 1;
+				__u32 *id = bpf_map_lookup_elem(&pol_hosts, k);
+				if (id) {
+					v.id[1] = *id;
+					v.generation[1] = m1->generation;
+					found1 = 2;
+				}
+			}
+			if (found0 && found1)
+				break;
+		}
+		pos = (pos + a->name[pos & (SF_DNS_NAME_LEN - 1)] + 1) & 0x1ff;
+	}
+	if (found0 != 2 && found1 != 2)
+		return 0; /* no pattern names it: the address stays unnamed for policy */
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct sf_dns_addr_key key = { .netns = a->netns };
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SF_DNS_ADDRS; i++) {
+		if (i >= a->naddrs)
+			break;
+		__builtin_memcpy(key.addr, a->addr[i], 16);
+		__u32 ttl = a->ttl[i];
+		v.expires_ns = now + (__u64)(ttl ? ttl : 1) * 1000000000ULL;
+		bpf_map_update_elem(&dns_addrs, &key, &v, BPF_ANY);
+	}
+	return 0;
+}
+
 SEC("cgroup_skb/ingress")
 int sf_dns_ingress(struct __sk_buff *skb)
 {
@@ -240,6 +354,8 @@ int sf_dns_ingress(struct __sk_buff *skb)
 		a->pid = o->proc.pid;
 		a->netns = o->netns;
 	}
+	if (cfg_enforce)
+		sf_dns_learn(skb, off + sizeof(h), a);
 	bpf_ringbuf_submit(a, 0);
 	return 1;
 }

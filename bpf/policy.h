@@ -101,6 +101,25 @@ struct {
 	__type(value, __u32);
 } pol_cgroup SEC(".maps");
 
+/* remote_host patterns -> bitmap id (compile.rs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct sf_host_key);
+	__type(value, __u32);
+} pol_hosts SEC(".maps");
+
+/* Addresses learned from DNS answers whose name a remote_host pattern
+ * matches (dns.h writes them before the answer reaches the application).
+ * An LRU: bounded, the least recently used address goes first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sf_dns_addr_key);
+	__type(value, struct sf_dns_addr);
+} dns_addrs SEC(".maps");
+
 /* slot * SF_MAX_RULES + rule -> enum sf_verdict */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -146,6 +165,7 @@ struct sf_subject {
 	__u8 _pad[2];
 	__u32 uid;
 	__u32 pid;
+	__u32 netns;           /* connect: the caller's network namespace (remote_host) */
 	char comm[SF_COMM_LEN];
 };
 
@@ -222,6 +242,7 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 	ids[SF_DIM_COMM] = m->wild[SF_DIM_COMM];
 	ids[SF_DIM_UID] = m->wild[SF_DIM_UID];
 	ids[SF_DIM_CGROUP] = m->wild[SF_DIM_CGROUP];
+	ids[SF_DIM_REMOTE_HOST] = m->wild[SF_DIM_REMOTE_HOST];
 	__u32 used = m->dims_used;
 
 	/* The LPM tag is the socket's family: an IPv6 socket's v4-mapped
@@ -231,6 +252,18 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 		ids[SF_DIM_LOCAL_IP] = lpm_id(&pol_local_ip, slot, tag, s->local_addr, m->wild[SF_DIM_LOCAL_IP]);
 	if (s->has_remote && (used & (1 << SF_DIM_REMOTE_IP)))
 		ids[SF_DIM_REMOTE_IP] = lpm_id(&pol_remote_ip, slot, tag, s->remote_addr, m->wild[SF_DIM_REMOTE_IP]);
+	/* Only policies with remote_host rules pay for this lookup. */
+	if (s->has_remote && s->op == SF_OP_CONNECT && (used & (1 << SF_DIM_REMOTE_HOST))) {
+		struct sf_dns_addr_key k = { .netns = s->netns };
+		__builtin_memcpy(k.addr, s->remote_addr, 16);
+		struct sf_dns_addr *v = bpf_map_lookup_elem(&dns_addrs, &k);
+		if (!v) {
+			k.netns = 0; /* learned from a socket of unknown namespace */
+			v = bpf_map_lookup_elem(&dns_addrs, &k);
+		}
+		if (v && v->generation[slot] == m->generation && v->expires_ns > bpf_ktime_get_boot_ns())
+			ids[SF_DIM_REMOTE_HOST] = v->id[slot];
+	}
 	if (used & ((1 << SF_DIM_LOCAL_PORT) | (1 << SF_DIM_REMOTE_PORT))) {
 		__u32 k = slot * 2;
 		struct sf_port_table *t = bpf_map_lookup_elem(&pol_ports, &k);
@@ -310,7 +343,8 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 			break;
 		__u64 x = b[0]->summary[si] & b[1]->summary[si] & b[2]->summary[si] &
 			  b[3]->summary[si] & b[4]->summary[si] & b[5]->summary[si] &
-			  b[6]->summary[si] & b[7]->summary[si] & b[8]->summary[si];
+			  b[6]->summary[si] & b[7]->summary[si] & b[8]->summary[si] &
+			  b[9]->summary[si];
 		for (int k = 0; k < 64; k++) {
 			if (!x)
 				break;
@@ -319,7 +353,8 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 			__u32 w = (si * 64 + ctz64(low)) & (SF_WORDS - 1);
 			__u64 y = b[0]->words[w] & b[1]->words[w] & b[2]->words[w] &
 				  b[3]->words[w] & b[4]->words[w] & b[5]->words[w] &
-				  b[6]->words[w] & b[7]->words[w] & b[8]->words[w];
+				  b[6]->words[w] & b[7]->words[w] & b[8]->words[w] &
+				  b[9]->words[w];
 			if (y) {
 				__u32 rule = w * 64 + ctz64(y & -y);
 				__u32 vk = slot * SF_MAX_RULES + (rule & (SF_MAX_RULES - 1));

@@ -203,7 +203,8 @@ enum sf_dim {
 	SF_DIM_COMM = 6,
 	SF_DIM_UID = 7,
 	SF_DIM_CGROUP = 8,
-	SF_DIMS = 9,
+	SF_DIM_REMOTE_HOST = 9, /* connect: the DNS name the remote address was resolved from (dns.h) */
+	SF_DIMS = 10,
 };
 
 /* Operations, as the policy numbers them. */
@@ -231,7 +232,33 @@ struct sf_policy_meta {
 	__u32 default_verdict; /* enum sf_verdict */
 	__u32 dims_used;       /* bit per sf_dim that some rule constrains */
 	__u32 wild[SF_DIMS];   /* bitmap id when the value is unknown or unlisted */
+	__u32 generation;      /* changes with every policy written to the slot (sf_dns_addr) */
 	__u32 _pad;
+};
+
+/* remote_host patterns (pol_hosts): a name in DNS wire form (length-prefixed
+ * labels, lowercase, no root label), zero-padded; `below`: a `*.` pattern,
+ * matching names strictly below it. */
+#define SF_HOST_LEN 128
+struct sf_host_key {
+	__u32 slot;
+	__u8 below;
+	__u8 len;
+	__u16 _pad;
+	__u8 name[SF_HOST_LEN];
+};
+
+/* An address some name rule's pattern resolved to (dns_addrs): per slot,
+ * the remote-host bitmap id of the name, valid while the slot's policy
+ * generation is the one it was computed for, until expires_ns (boot clock). */
+struct sf_dns_addr_key {
+	__u32 netns;           /* inode of the namespace whose socket received the answer; 0 unknown */
+	__u8 addr[16];         /* IPv4 as ::ffff:a.b.c.d */
+};
+struct sf_dns_addr {
+	__u64 expires_ns;
+	__u32 id[2];
+	__u32 generation[2];
 };
 
 /* LPM key: 8 bits slot, 8 bits family tag (4 or 6), 128 bits address (IPv4

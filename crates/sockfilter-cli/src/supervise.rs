@@ -42,7 +42,22 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = match &args.policy {
         Some(path) => match Policy::load(path) {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                // supervise decides in user space from the system call
+                // alone and does not learn names from DNS answers: a name
+                // rule would never match (an allow never allowing, a deny
+                // never denying), so it is refused rather than ignored.
+                if let Some(r) = p.rules.iter().find(|r| r.remote_host.is_some()) {
+                    eprintln!(
+                        "sockfilter: {}:{}: rule {:?} has `remote_host`, which only `sockfilter enforce` applies (it learns names from DNS answers in the kernel); supervise cannot decide by name",
+                        path.display(),
+                        r.line,
+                        r.name
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                Some(p)
+            }
             Err(err) => {
                 eprintln!("sockfilter: {err}");
                 return Ok(ExitCode::from(2));

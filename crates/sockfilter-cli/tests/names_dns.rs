@@ -166,7 +166,10 @@ impl Client {
                 "--clear-groups".into(),
             ]);
         }
-        cmd.args(["python3", "-u", "-c", CLIENT])
+        // The interpreter itself (not a shim in root's home that uid
+        // 65534 cannot read).
+        cmd.arg(python_exe())
+            .args(["-u", "-c", CLIENT])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         cg.enter(&mut cmd);
@@ -263,5 +266,115 @@ fn after_the_ttl_a_reused_address_gets_its_new_name() {
     assert_eq!(
         e["remote_host"], "new.test",
         "the address now has another name: {e}"
+    );
+}
+
+#[test]
+fn enforce_allows_connects_by_the_name_they_were_resolved_from() {
+    let cg = TestCgroup::new("names-enforce");
+    let world = NameWorld::new("names-enforce");
+    let _dns = world.dnsmasq(&[
+        "--host-record=a.allowed.test,10.77.0.5",
+        "--host-record=b.denied.test,10.77.0.6",
+        "--local-ttl=300",
+    ]);
+    let dir = std::env::temp_dir().join(format!("sf-names-enforce-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+default = "allow"
+
+[[rule]]
+name = "nobody-dns"
+action = "allow"
+on = ["connect"]
+uid = [65534]
+remote_port = [53]
+
+[[rule]]
+name = "nobody-allowed-names"
+action = "allow"
+on = ["connect"]
+uid = [65534]
+remote_host = ["*.allowed.test"]
+
+[[rule]]
+name = "nobody-nothing-else"
+action = "deny"
+on = ["connect"]
+uid = [65534]
+"#,
+    )
+    .unwrap();
+    let mut w = Watch::enforce(&cg, &policy);
+    let mut c = Client::start(&cg, &world, Some(65534));
+
+    let (addr, port, r) = c.connect("gai", "a.allowed.test");
+    assert_eq!(
+        (addr.as_str(), r.as_str()),
+        ("10.77.0.5", "ok"),
+        "a resolved allowed name"
+    );
+    let e = connect_event(&mut w, port);
+    assert_eq!(
+        (e["verdict"].as_str(), e["rule"].as_str()),
+        (Some("allow"), Some("nobody-allowed-names")),
+        "{e}"
+    );
+    assert_eq!(e["remote_host"], "a.allowed.test", "{e}");
+
+    let (addr, _, r) = c.connect("gai", "b.denied.test");
+    assert_eq!(
+        (addr.as_str(), r.as_str()),
+        ("10.77.0.6", "EPERM"),
+        "a resolved name no rule allows"
+    );
+    let (_, _, r) = c.connect("ip", "10.77.0.7");
+    assert_eq!(
+        r, "EPERM",
+        "a hard-coded address was never resolved: it matches no name rule"
+    );
+    let denied = w.expect_count("two denied connects", 2, |v| {
+        v["event"] == "connect" && v["verdict"] == "deny" && v["rule"] == "nobody-nothing-else"
+    });
+    let remotes: Vec<&str> = denied
+        .iter()
+        .map(|v| v["remote"]["ip"].as_str().unwrap())
+        .collect();
+    assert!(
+        remotes.contains(&"10.77.0.6") && remotes.contains(&"10.77.0.7"),
+        "{denied:?}"
+    );
+    // The raw query path (no glibc) is decided the same way.
+    let (addr, _, r) = c.connect("raw", "A.ALLOWED.TEST");
+    assert_eq!((addr.as_str(), r.as_str()), ("10.77.0.5", "ok"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn supervise_refuses_rules_by_name_it_cannot_apply() {
+    let dir = std::env::temp_dir().join(format!("sf-names-supervise-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"by-name\"\naction = \"allow\"\non = [\"connect\"]\nremote_host = [\"*.example.org\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(sockfilter())
+        .arg("supervise")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("policy.toml:1:") && err.contains("remote_host"),
+        "{err}"
     );
 }

@@ -517,7 +517,7 @@ pub mod policy {
     /// `SF_SUMMARY`
     pub const SUMMARY: usize = WORDS / 64;
     /// `SF_DIMS`
-    pub const DIMS: usize = 9;
+    pub const DIMS: usize = 10;
 
     /// `struct sf_bitmap`
     #[repr(C)]
@@ -553,8 +553,47 @@ pub mod policy {
         pub dims_used: u32,
         /// Per dimension, the bitmap for unknown or unlisted values.
         pub wild: [u32; DIMS],
+        /// Changes with every policy written to the slot.
+        pub generation: u32,
         /// Padding.
         pub _pad: u32,
+    }
+
+    /// `SF_HOST_LEN`
+    pub const HOST_LEN: usize = 128;
+
+    /// `struct sf_host_key`: a remote_host pattern.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SfHostKey {
+        /// Policy slot.
+        pub slot: u32,
+        /// 1 for a `*.` pattern.
+        pub below: u8,
+        /// Bytes of `name` used.
+        pub len: u8,
+        /// Padding.
+        pub _pad: u16,
+        /// The name, DNS wire form, lowercase, zero-padded.
+        pub name: [u8; HOST_LEN],
+    }
+
+    impl SfHostKey {
+        /// The key of `pattern` in `slot` (a pattern's wire form is at
+        /// most 128 bytes: the parser refuses longer names).
+        pub fn of(slot: u32, pattern: &sockfilter_model::policy::HostPattern) -> SfHostKey {
+            let wire = pattern.wire();
+            let n = wire.len().min(HOST_LEN);
+            let mut name = [0u8; HOST_LEN];
+            name[..n].copy_from_slice(&wire[..n]);
+            SfHostKey {
+                slot,
+                below: u8::from(pattern.is_below()),
+                len: n as u8,
+                _pad: 0,
+                name,
+            }
+        }
     }
 
     /// The data part of `struct sf_ip_key` (aya adds `prefixlen`).
@@ -619,6 +658,8 @@ pub mod policy {
     unsafe impl aya::Pod for SfBitmapKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SfPolicyMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfHostKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SfIpKeyData {}
     // SAFETY: as above.

@@ -115,7 +115,8 @@ fn rust_mirror_matches_the_c_header() {
         rules,
         default_verdict,
         dims_used,
-        wild
+        wild,
+        generation
     ));
     rust.extend(fields!(SfExeKey, "sf_exe_key", slot, dev, ino));
     rust.extend(fields!(SfCommKey, "sf_comm_key", slot, comm));

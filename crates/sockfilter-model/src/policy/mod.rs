@@ -29,12 +29,14 @@
 //! back ends (the BPF maps of `sockfilter enforce`, the seccomp supervisor of
 //! `sockfilter supervise`) can compile them without re-reading the file.
 
+mod host_pattern;
 mod network;
 mod operation;
 mod parser;
 mod rule;
 mod toml_tree;
 
+pub use host_pattern::HostPattern;
 pub use network::{Cidr, PortRange};
 pub use operation::{Action, Operation};
 pub use rule::{cgroup_contains, Rule, Subject};

@@ -3,7 +3,9 @@
 //! `FILE:LINE:COLUMN: message`.
 
 use super::toml_tree::{Entry, Kind, Node};
-use super::{Action, Cidr, Family, Operation, Policy, PolicyError, PortRange, Proto, Rule};
+use super::{
+    Action, Cidr, Family, HostPattern, Operation, Policy, PolicyError, PortRange, Proto, Rule,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -28,7 +30,7 @@ pub(super) fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-const RULE_KEYS: &str = "name, action, on, proto, family, local_ip, remote_ip, local_port, remote_port, exe, comm, uid, cgroup, unit, container";
+const RULE_KEYS: &str = "name, action, on, proto, family, local_ip, remote_ip, remote_host, local_port, remote_port, exe, comm, uid, cgroup, unit, container";
 
 pub(super) struct Parser<'a> {
     pub(super) text: &'a str,
@@ -164,6 +166,7 @@ impl Parser<'_> {
     ) -> Result<(Rule, Range<usize>), PolicyError> {
         let mut name = None;
         let mut action = None;
+        let mut host_span = None;
         let mut rule = Rule {
             name: String::new(),
             action: Action::Allow,
@@ -172,6 +175,7 @@ impl Parser<'_> {
             family: None,
             local_ip: None,
             remote_ip: None,
+            remote_host: None,
             local_port: None,
             remote_port: None,
             exe: None,
@@ -230,6 +234,15 @@ impl Parser<'_> {
                     } else {
                         rule.remote_ip = cidrs;
                     }
+                }
+                "remote_host" => {
+                    rule.remote_host = Some(self.list(field, value, "DNS names", |item| {
+                        let s = self.string(field, item, "a DNS name or \"*.domain\"")?;
+                        HostPattern::parse(s).map_err(|why| {
+                            self.error(&item.span, format!("`remote_host`: {s:?} {why}"))
+                        })
+                    })?);
+                    host_span = Some(key_span.clone());
                 }
                 "local_port" | "remote_port" => {
                     let ports = Some(self.list(field, value, "ports", |item| self.port(field, item))?);
@@ -315,6 +328,16 @@ impl Parser<'_> {
                 ),
             ));
         };
+        if let Some(span) = host_span {
+            if rule.on != [Operation::Connect] {
+                return Err(self.error(
+                    &span,
+                    format!(
+                        "rule {name:?}: `remote_host` applies to connect only (names are learned for the addresses a process connects to); add on = [\"connect\"]"
+                    ),
+                ));
+            }
+        }
         rule.name = name;
         rule.action = action;
         Ok((rule, name_span))

@@ -1,6 +1,6 @@
 //! One rule, the [`Subject`] it is matched against, and how it matches.
 
-use super::{Action, Cidr, Operation, PortRange};
+use super::{Action, Cidr, HostPattern, Operation, PortRange};
 use crate::event::{Endpoint, Family, Proto};
 use crate::workload::Workload;
 
@@ -27,6 +27,11 @@ pub struct Rule {
     pub local_ip: Option<Vec<Cidr>>,
     /// Networks the remote address must be in.
     pub remote_ip: Option<Vec<Cidr>>,
+    /// `connect` only: DNS names (or `*.domain`) that must have resolved
+    /// to the remote address (the subject's `remote_host`). An address
+    /// never resolved through DNS that sockfilter saw has no name and does
+    /// not match.
+    pub remote_host: Option<Vec<HostPattern>>,
     /// Port ranges the local port must be in.
     pub local_port: Option<Vec<PortRange>>,
     /// Port ranges the remote port must be in.
@@ -57,6 +62,11 @@ impl Rule {
             && self.family.is_none_or(|f| f == subject.family)
             && ip_matches(&self.local_ip, subject.local)
             && ip_matches(&self.remote_ip, subject.remote)
+            && self.remote_host.as_ref().is_none_or(|ps| {
+                subject
+                    .remote_host
+                    .is_some_and(|h| ps.iter().any(|p| p.matches(h)))
+            })
             && port_matches(&self.local_port, subject.local)
             && port_matches(&self.remote_port, subject.remote)
             && str_matches(&self.exe, subject.exe)
@@ -138,6 +148,8 @@ pub struct Subject<'a> {
     pub local: Option<Endpoint>,
     /// The remote endpoint (for `connect`, the destination; for `accept`, the peer).
     pub remote: Option<Endpoint>,
+    /// The DNS name that resolved to the remote address (lowercase), when known.
+    pub remote_host: Option<&'a str>,
     /// Absolute path of the process's executable.
     pub exe: Option<&'a str>,
     /// The process's command name.
@@ -157,6 +169,7 @@ impl<'a> Subject<'a> {
             family,
             local: None,
             remote: None,
+            remote_host: None,
             exe: None,
             comm: None,
             uid: None,

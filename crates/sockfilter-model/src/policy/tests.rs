@@ -539,3 +539,35 @@ fn load_names_a_missing_file() {
         "{e}"
     );
 }
+
+#[test]
+fn remote_host_rules_match_the_resolved_name() {
+    let r = rule("on = [\"connect\"]\nremote_host = [\"api.example.com\", \"*.Example.org\"]");
+    let mut s = tcp4(Operation::Connect);
+    s.remote = v4(192, 0, 2, 7, 443);
+    assert!(
+        !r.matches(&s),
+        "no name known: a hard-coded address does not match"
+    );
+    for (name, hit) in [
+        ("api.example.com", true),
+        ("a.b.example.org", true),
+        ("example.org", false),
+        ("x.api.example.com", false),
+    ] {
+        s.remote_host = Some(name);
+        assert_eq!(r.matches(&s), hit, "{name}");
+    }
+}
+
+#[test]
+fn bad_remote_host_is_an_error_with_its_position() {
+    let e = err("[[rule]]\nname = \"r\"\naction = \"allow\"\non = [\"connect\"]\nremote_host = [\"ok.test\", \"a..b\"]\n");
+    assert!(e.starts_with("t.toml:5:27:"), "{e}");
+    assert!(e.contains("empty label"), "{e}");
+    let e = err("[[rule]]\nname = \"r\"\naction = \"allow\"\nremote_host = [\"a.test\"]\n");
+    assert!(
+        e.starts_with("t.toml:4:1:") && e.contains("connect only"),
+        "{e}"
+    );
+}

@@ -12,7 +12,9 @@
 //! Identical bitmaps are stored once.
 
 use sockfilter_model::event::{Family, Proto};
-use sockfilter_model::policy::{cgroup_contains, Action, Cidr, Operation, Policy, Rule};
+use sockfilter_model::policy::{
+    cgroup_contains, Action, Cidr, HostPattern, Operation, Policy, Rule,
+};
 use sockfilter_model::workload::Workload;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,8 +46,10 @@ pub mod dim {
     pub const UID: usize = 7;
     /// cgroup subtree.
     pub const CGROUP: usize = 8;
+    /// The DNS name the remote address was resolved from (connect).
+    pub const REMOTE_HOST: usize = 9;
     /// How many.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 }
 
 /// An LPM prefix: family tag (4 or 6), address (IPv4 as ::ffff:a.b.c.d) and
@@ -92,6 +96,10 @@ pub struct Compiled {
     pub uid: Vec<(u32, u32)>,
     /// cgroup id -> bitmap id.
     pub cgroup: Vec<(u64, u32)>,
+    /// remote_host pattern -> bitmap id: the rules the pattern's names
+    /// satisfy (the kernel looks up the longest pattern matching a name,
+    /// so a pattern's bitmap includes every `*.` pattern above it).
+    pub hosts: Vec<(HostPattern, u32)>,
     /// The cgroups (path, id) where a unit or container named by a rule
     /// starts, as found when compiling: when this set changes (a unit
     /// restarted, a container started) the policy must be compiled again.
@@ -390,6 +398,38 @@ fn keyed_dimension<K: Clone + Eq + std::hash::Hash>(
         .collect()
 }
 
+/// Whether every name `pattern` matches is matched by `by` too.
+fn covers(by: &HostPattern, pattern: &HostPattern) -> bool {
+    match (by, pattern) {
+        (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+        (HostPattern::Exact(_), HostPattern::Below(_)) => false,
+        (HostPattern::Below(_), HostPattern::Exact(n)) => by.matches(n),
+        (HostPattern::Below(d), HostPattern::Below(s)) => d == s || by.matches(s),
+    }
+}
+
+fn host_dimension(rules: &[Rule], wild: &[u64], bm: &mut Interner) -> Vec<(HostPattern, u32)> {
+    let mut patterns: Vec<&HostPattern> = rules
+        .iter()
+        .filter_map(|r| r.remote_host.as_ref())
+        .flatten()
+        .collect();
+    patterns.sort();
+    patterns.dedup();
+    patterns
+        .into_iter()
+        .map(|p| {
+            let mut bits = wild.to_vec();
+            for (i, r) in rules.iter().enumerate() {
+                if r.remote_host.iter().flatten().any(|q| covers(q, p)) {
+                    set(&mut bits, i);
+                }
+            }
+            (p.clone(), bm.id(&bits))
+        })
+        .collect()
+}
+
 /// Compiles `policy`. `cgroup_id` turns a cgroup path (as in
 /// /proc/PID/cgroup) into its id, or None if it does not exist; `tree` is
 /// every cgroup of the hierarchy (path and id), where the units and
@@ -520,6 +560,9 @@ pub fn compile(
         cgroup.push((*id, bm.id(&bits)));
     }
 
+    let w_remote_host = wildcard(&|r| r.remote_host.is_some());
+    let hosts = host_dimension(rules, &w_remote_host, &mut bm);
+
     let mut wild = [0u32; dim::COUNT];
     let mut dims_used = 0u32;
     for (d, w, used) in [
@@ -554,6 +597,11 @@ pub fn compile(
                 .iter()
                 .any(|r| r.cgroup.is_some() || r.constrains_workload()),
         ),
+        (
+            dim::REMOTE_HOST,
+            &w_remote_host,
+            rules.iter().any(|r| r.remote_host.is_some()),
+        ),
     ] {
         wild[d] = bm.id(w);
         if used {
@@ -577,6 +625,7 @@ pub fn compile(
         comm,
         uid,
         cgroup,
+        hosts,
         workload_roots: roots,
         verdicts: rules.iter().map(|r| verdict_code(r.action)).collect(),
     })
@@ -657,6 +706,20 @@ mod tests {
             ids[dim::REMOTE_IP] = lpm(&c.remote_ip, r.ip, c.wild[dim::REMOTE_IP]);
             ids[dim::REMOTE_PORT] = c.remote_ports[r.port as usize];
         }
+        if let (Some(h), Operation::Connect, Some(_)) = (s.remote_host, s.op, s.remote) {
+            // as bpf/dns.h: the exact name, then `*.` suffixes, longest first
+            let labels: Vec<&str> = h.split('.').collect();
+            let mut candidates = vec![HostPattern::Exact(h.to_string())];
+            for i in 1..labels.len() {
+                candidates.push(HostPattern::Below(labels[i..].join(".")));
+            }
+            if let Some(id) = candidates
+                .iter()
+                .find_map(|p| c.hosts.iter().find(|(q, _)| q == p).map(|(_, id)| *id))
+            {
+                ids[dim::REMOTE_HOST] = id;
+            }
+        }
         if let Some(e) = s.exe {
             if let Some((_, id)) = c.exe.iter().find(|(p, _)| p == e) {
                 ids[dim::EXE] = *id;
@@ -706,6 +769,63 @@ mod tests {
     fn ep(s: &str) -> Endpoint {
         let a: std::net::SocketAddr = s.parse().unwrap();
         Endpoint::new(a.ip(), a.port())
+    }
+
+    #[test]
+    fn compiled_name_rules_equal_the_model() {
+        let p = policy(
+            r#"
+default = "deny"
+[[rule]]
+name = "api"
+action = "audit"
+on = ["connect"]
+remote_host = ["api.example.org"]
+[[rule]]
+name = "deny-ads"
+action = "deny"
+on = ["connect"]
+remote_host = ["*.ads.example.org"]
+[[rule]]
+name = "org"
+action = "allow"
+on = ["connect"]
+remote_host = ["*.example.org", "exact.test"]
+remote_port = [443]
+[[rule]]
+name = "dns"
+action = "allow"
+remote_port = [53]
+"#,
+        );
+        let c = compile(&p, |_| None, &[], "/").unwrap();
+        assert_ne!(c.dims_used & (1 << dim::REMOTE_HOST), 0);
+        let names = [
+            None,
+            Some("api.example.org"),
+            Some("x.api.example.org"),
+            Some("a.ads.example.org"),
+            Some("ads.example.org"),
+            Some("example.org"),
+            Some("exact.test"),
+            Some("a.exact.test"),
+            Some("other.test"),
+        ];
+        for name in names {
+            for port in [53, 443, 80] {
+                let mut s = Subject::new(Operation::Connect, Proto::Tcp, Family::Ipv4);
+                s.remote = Some(ep(&format!("192.0.2.1:{port}")));
+                s.remote_host = name;
+                let d = p.decide(&s);
+                let want = (
+                    verdict_code(d.action),
+                    d.rule.map_or(0, |n| {
+                        p.rules.iter().position(|r| r.name == n).unwrap() as u32 + 1
+                    }),
+                );
+                assert_eq!(kernel_decide(&c, &s, &[]), want, "{name:?}:{port}");
+            }
+        }
     }
 
     #[test]

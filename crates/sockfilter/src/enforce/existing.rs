@@ -48,6 +48,7 @@ pub fn judge(policy: &Policy, events: &mut [Event]) {
             family: e.family,
             local: Some(e.local),
             remote: e.remote,
+            remote_host: None,
             exe: owner.exe.as_deref(),
             comm: Some(owner.comm.as_str()),
             uid: Some(owner.uid),

@@ -88,6 +88,7 @@ struct Installed {
     comm: Vec<[u8; 16]>,
     uid: Vec<u32>,
     cgroup: Vec<u64>,
+    hosts: Vec<SfHostKey>,
     rules: usize,
 }
 
@@ -357,6 +358,14 @@ fn write(bpf: &mut Ebpf, slot: u32, c: &Compiled) -> Result<Installed, EnforceEr
         }
     }
     {
+        let mut m = map_mut!(bpf, "pol_hosts", BpfHashMap<&mut MapData, SfHostKey, u32>);
+        for (pattern, id) in &c.hosts {
+            let key = SfHostKey::of(slot, pattern);
+            m.insert(key, id, 0).map_err(map_err("pol_hosts"))?;
+            inst.hosts.push(key);
+        }
+    }
+    {
         let mut m = map_mut!(bpf, "pol_verdicts", Array<&mut MapData, u32>);
         for (i, v) in c.verdicts.iter().enumerate() {
             m.set(slot * MAX_RULES as u32 + i as u32, v, 0)
@@ -381,12 +390,24 @@ fn write(bpf: &mut Ebpf, slot: u32, c: &Compiled) -> Result<Installed, EnforceEr
     }
     {
         let mut m = map_mut!(bpf, "pol_meta", Array<&mut MapData, SfPolicyMeta>);
+        // A generation no earlier policy of either slot had: addresses the
+        // kernel matched against an earlier policy's patterns (dns_addrs)
+        // do not count for this one.
+        let generation = [0, 1]
+            .iter()
+            .filter_map(|s| m.get(s, 0).ok())
+            .map(|old| old.generation)
+            .max()
+            .unwrap_or(0)
+            .wrapping_add(1)
+            .max(1);
         let meta = SfPolicyMeta {
             words: c.words as u32,
             rules: c.rules as u32,
             default_verdict: c.default_verdict,
             dims_used: c.dims_used,
             wild: c.wild,
+            generation,
             _pad: 0,
         };
         m.set(slot, meta, 0).map_err(map_err("pol_meta"))?;
@@ -437,6 +458,12 @@ fn remove(bpf: &mut Ebpf, slot: u32, old: &Installed) -> Result<(), EnforceError
             let _ = m.remove(&u64_key(slot, c));
         }
     }
+    {
+        let mut m = map_mut!(bpf, "pol_hosts", BpfHashMap<&mut MapData, SfHostKey, u32>);
+        for k in &old.hosts {
+            let _ = m.remove(k);
+        }
+    }
     let _ = old.rules;
     Ok(())
 }
@@ -466,6 +493,7 @@ fn clear_slot(bpf: &mut Ebpf, slot: u32) -> Result<(), EnforceError> {
     clear!("pol_comm", SfCommKey, u32);
     clear!("pol_uid", SfU64Key, u32);
     clear!("pol_cgroup", SfU64Key, u32);
+    clear!("pol_hosts", SfHostKey, u32);
     for name in ["pol_local_ip", "pol_remote_ip"] {
         let map = bpf.map_mut(name).ok_or(EnforceError::Map {
             map: "pol_*_ip",
