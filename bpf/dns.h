@@ -91,9 +91,12 @@ static __always_inline __u32 dns_message(struct __sk_buff *skb, __u32 proto, __u
 
 /* The offset just past the name at `p` (labels, ending in the root label
  * or a compression pointer); 0 when it is longer than SF_DNS_LABELS
- * labels or runs past the packet. */
-static __always_inline __u32 dns_skip_name(struct __sk_buff *skb, __u32 p)
+ * labels or runs past the packet. A global function, verified once (inlined
+ * in the loop over records, the verifier would walk it once per record). */
+__attribute__((noinline)) int sf_dns_skip_name(struct __sk_buff *skb, __u32 p)
 {
+	if (!skb)
+		return 0;
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < SF_DNS_LABELS; i++) {
 		__u8 len;
@@ -150,7 +153,7 @@ static __always_inline void dns_addresses(struct __sk_buff *skb, __u32 p, __u32 
 	for (int i = 0; i < SF_DNS_ANSWERS; i++) {
 		if (i >= ancount || n >= SF_DNS_ADDRS)
 			break;
-		p = dns_skip_name(skb, p);
+		p = sf_dns_skip_name(skb, p) & 0xffff;
 		if (!p)
 			break;
 		struct dns_rr rr;
@@ -194,17 +197,19 @@ struct {
 } dns_key SEC(".maps");
 
 /* The key of the suffix of the question at packet offset `off`, `len`
- * bytes, in `k` (k->len 0 if it could not be read). */
-static __always_inline void dns_host_key(struct __sk_buff *skb, __u32 off, __u32 len, __u8 below,
-					 struct sf_host_key *k)
+ * bytes, in `k` (k->len 0 if it could not be read). Global: verified once. */
+__attribute__((noinline)) int sf_dns_host_key(struct __sk_buff *skb, __u32 off, __u32 len,
+					       __u32 below, struct sf_host_key *k)
 {
+	if (!skb || !k)
+		return 0;
 	__builtin_memset(k, 0, sizeof(*k));
 	k->below = below;
 	k->len = len;
-	/* len is in [1, SF_HOST_LEN] (checked by the caller) */
-	if (bpf_skb_load_bytes(skb, off, k->name, ((len - 1) & (SF_HOST_LEN - 1)) + 1)) {
+	if (len < 1 || len > SF_HOST_LEN ||
+	    bpf_skb_load_bytes(skb, off, k->name, ((len - 1) & (SF_HOST_LEN - 1)) + 1)) {
 		k->len = 0;
-		return;
+		return 0;
 	}
 	/* Names are case-insensitive and resolvers may randomize case:
 	 * lowercase 8 bytes at a time without branches (a branch per byte
@@ -219,6 +224,7 @@ static __always_inline void dns_host_key(struct __sk_buff *skb, __u32 off, __u32
 		__u64 upper = ge_a & ~gt_z & ~x & 0x8080808080808080ULL;
 		w[i] = x | (upper >> 2);
 	}
+	return 0;
 }
 
 /* Under enforce, with remote_host rules: the addresses of the answer get
@@ -256,7 +262,7 @@ __attribute__((noinline)) int sf_dns_learn(struct __sk_buff *skb, __u32 qoff,
 			break;
 		__u32 len = qlen - pos;
 		if (len <= SF_HOST_LEN) {
-			dns_host_key(skb, qoff + pos, len, i > 0, k);
+			sf_dns_host_key(skb, qoff + pos, len, i > 0, k);
 			if (!k->len)
 				return 0;
 			if (!found0) {

@@ -233,6 +233,8 @@ pub async fn event_loop(
     let malformed = watcher.malformed_total();
     let not_kept = watcher.older_not_kept();
     let (execs_lost, execs_forgotten) = watcher.execs_not_kept();
+    let names_evicted = watcher.host_names().evicted();
+    let dns_lost = watcher.dns_lost_total();
     let extra_lines = extra.summary(&watcher);
     // A clean stop ends enforcement: nothing pinned stays behind.
     watcher.release_pins();
@@ -261,6 +263,12 @@ pub async fn event_loop(
         eprintln!(
             "sockfilter: exec records: {execs_lost} lost (their ring buffer was full), {execs_forgotten} of the oldest forgotten (the table keeps {}): an event naming one of those execs had its parent_exe and cmdline read from the kernel's process table or /proc if the process still ran it, null otherwise",
             sockfilter::ancestry::MAX_EXECS
+        );
+    }
+    if names_evicted + dns_lost > 0 {
+        eprintln!(
+            "sockfilter: DNS names: {dns_lost} answers lost (the ring buffer was full), {names_evicted} (address, name) pairs dropped before their TTL ran out (the table keeps {}): connects to those addresses had remote_host null",
+            sockfilter::watch::HOST_NAMES_CAPACITY
         );
     }
     for l in extra_lines {

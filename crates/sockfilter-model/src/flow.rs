@@ -582,6 +582,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_keeps_the_name_of_its_remote() {
+        let mut t = FlowTable::new();
+        let mut c = ev(EventKind::Connect, Proto::Tcp, 5, v4(40000), Some(v4(443)));
+        c.remote_host = Some("api.example.com".into());
+        let f = t.apply(&c).pop().unwrap().flow;
+        assert_eq!(f.to_json()["remote_host"], "api.example.com");
+        let closed = t
+            .apply(&close(5, v4(40000), Some(v4(443)), 1, 2))
+            .pop()
+            .unwrap();
+        assert_eq!(closed.flow.remote_host.as_deref(), Some("api.example.com"));
+        let l = t
+            .apply(&ev(EventKind::Listen, Proto::Tcp, 6, v4(80), None))
+            .pop()
+            .unwrap();
+        assert!(
+            l.flow.to_json()["remote_host"].is_null(),
+            "null when unknown"
+        );
+    }
+
+    #[test]
     fn tcp_connection_between_two_watched_processes() {
         let mut t = FlowTable::new();
         assert!(t
