@@ -70,7 +70,6 @@ static __always_inline void decide_sock_addr(struct bpf_sock_addr *ctx, const in
 {
 	owner_from_current(cur);
 	sub->op = op;
-	sub->netns = current_netns();
 	subject_from_addr(sub, ctx, v6, remote);
 	subject_set_owner(sub, cur);
 	decide(sub, d, count, NULL);

@@ -187,7 +187,6 @@ int BPF_PROG(sf_lsm_connect, struct socket *sock, struct sockaddr *address, int 
 	struct sf_subject sub = { .op = SF_OP_CONNECT };
 	if (!lsm_subject_addr(&sub, address, addrlen, 1))
 		return 0;
-	sub.netns = current_netns();
 	struct sf_decision d = {};
 	int err = lsm_decide(SF_CONNECT, sk, &sub, &d, 1, 0);
 	if (!err && sk->sk_protocol == IPPROTO_TCP)

@@ -165,7 +165,6 @@ struct sf_subject {
 	__u8 _pad[2];
 	__u32 uid;
 	__u32 pid;
-	__u32 netns;           /* connect: the caller's network namespace (remote_host) */
 	char comm[SF_COMM_LEN];
 };
 
@@ -254,7 +253,9 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 		ids[SF_DIM_REMOTE_IP] = lpm_id(&pol_remote_ip, slot, tag, s->remote_addr, m->wild[SF_DIM_REMOTE_IP]);
 	/* Only policies with remote_host rules pay for this lookup. */
 	if (s->has_remote && s->op == SF_OP_CONNECT && (used & (1 << SF_DIM_REMOTE_HOST))) {
-		struct sf_dns_addr_key k = { .netns = s->netns };
+		/* Only connect gets here, always in the caller's context (where
+		 * the task helper is allowed; socket lookup decides accepts). */
+		struct sf_dns_addr_key k = { .netns = current_netns() };
 		__builtin_memcpy(k.addr, s->remote_addr, 16);
 		struct sf_dns_addr *v = bpf_map_lookup_elem(&dns_addrs, &k);
 		if (!v) {
@@ -329,12 +330,22 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 	}
 
 	struct sf_bitmap *b[SF_DIMS];
+	/* remote_host is the last dimension; without name rules its bitmap
+	 * would be all rules, so the kind's stands in for it (ANDing a bitmap
+	 * twice changes nothing) and the policy pays no lookup for it. */
 #pragma unroll
-	for (int i = 0; i < SF_DIMS; i++) {
+	for (int i = 0; i < SF_DIM_REMOTE_HOST; i++) {
 		struct sf_bitmap_key k = { .slot = slot, .id = ids[i] };
 		b[i] = bpf_map_lookup_elem(&pol_bitmaps, &k);
 		if (!b[i])
 			return; /* an incomplete policy: the default decides */
+	}
+	b[SF_DIM_REMOTE_HOST] = b[SF_DIM_KIND];
+	if (used & (1 << SF_DIM_REMOTE_HOST)) {
+		struct sf_bitmap_key k = { .slot = slot, .id = ids[SF_DIM_REMOTE_HOST] };
+		b[SF_DIM_REMOTE_HOST] = bpf_map_lookup_elem(&pol_bitmaps, &k);
+		if (!b[SF_DIM_REMOTE_HOST])
+			return;
 	}
 
 	__u32 words = m->words;
