@@ -136,3 +136,24 @@ pub fn event_line(e: &Event, colour: bool) -> String {
     .trim_end()
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_cannot_forge_the_line() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"event":"connect","time":"2026-11-26T08:22:09.123456Z","verdict":"allow","pid":42,
+            "uid":0,"comm":"curl","exe":"/usr/bin/curl","cgroup":"/","proto":"tcp","family":"ipv4",
+            "local":{"ip":"10.0.0.1","port":40000},"remote":{"ip":"192.0.2.7","port":443},"socket":7,
+            "existing":false,"rule":null,"remote_host":"evil\u001b[2J\nforged"}"#,
+        )
+        .unwrap();
+        let e = Event::from_json(&v).unwrap();
+        assert_eq!(e.remote_host.as_deref(), Some("evil\u{1b}[2J\nforged"));
+        let line = event_line(&e, false);
+        assert!(line.contains("host=evil\\x1b[2J\\nforged"), "{line}");
+        assert!(!line.contains('\u{1b}') && !line.contains('\n'), "{line}");
+    }
+}
