@@ -77,7 +77,9 @@ const LOST_POLL: Duration = Duration::from_millis(200);
 /// the consumer (latency: one wake-up); above it records are read in
 /// batches, since a wake-up per record costs the producing task and the
 /// consumer a context switch each (see `next`).
-const BATCH_ABOVE_PER_SEC: f64 = 5_000.0;
+/// (A paced 2,000 operations/s makes 6,000–8,000 events/s, which must not
+/// wait: docs/BENCHMARKS.md.)
+const BATCH_ABOVE_PER_SEC: f64 = 20_000.0;
 
 /// How many records a batch aims at, and the bounds of the wait that
 /// gathers them: the longest wait bounds the latency batching adds.

@@ -457,11 +457,26 @@ fn policy(n: usize) -> String {
     s
 }
 
+/// CPU time (user + system, seconds) of the children waited for so far.
+fn children_cpu() -> f64 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 struct Pair {
     base: f64,
     agent: f64,
     ops: f64,
     cpu: f64,
+    /// CPU per operation: the baseline run's load generator, and the agent
+    /// run's load generator (with the BPF programs that run in its
+    /// context) plus the agent.
+    base_cpu_op: f64,
+    run_cpu_op: f64,
     events: Option<u64>,
     lost: Option<u64>,
     expected: Option<f64>,
@@ -556,13 +571,17 @@ impl Bench {
         c
     }
 
-    /// Runs the load generator in the cgroup; its JSON line.
+    /// Runs the load generator in the cgroup; its JSON line, with its CPU
+    /// time (user + system, from the children's rusage) added as
+    /// `loadgen_cpu` (seconds).
     fn load(&self, args: &[String]) -> anyhow::Result<Value> {
+        let cpu0 = children_cpu();
         let out = self
             .loadgen_cmd(args)
             .stderr(Stdio::inherit())
             .output()
             .context("running sockfilter-loadgen")?;
+        let loadgen_cpu = children_cpu() - cpu0;
         if !out.status.success() {
             bail!("sockfilter-loadgen {:?} failed: {}", args, out.status);
         }
@@ -571,7 +590,9 @@ impl Bench {
             .lines()
             .last()
             .context("no output from sockfilter-loadgen")?;
-        Ok(serde_json::from_str(last)?)
+        let mut v: Value = serde_json::from_str(last)?;
+        v["loadgen_cpu"] = loadgen_cpu.into();
+        Ok(v)
     }
 
     fn mode_args(&self, mode: &str) -> Vec<String> {
@@ -713,12 +734,12 @@ impl Bench {
         r.line("## Throughput: baseline vs agent, alternating pairs");
         r.line("");
         r.line(format!(
-            "{} pairs per row, {} s per load run, {} client threads; each pair is a baseline run then an agent run (agent started before, stopped after). ratio = agent-run rate / baseline rate of the same pair: median [min, max]. events = what the agent received / what the operations produce (connect storm: connect, accept, 2 closes; listen storm: bind, listen, close). lost = what the agent reported lost. CPU = the agent's utime+stime during the agent run (/proc/PID/stat).",
+            "{} pairs per row, {} s per load run, {} client threads; each pair is a baseline run then an agent run (agent started before, stopped after). ratio = agent-run rate / baseline rate of the same pair: median [min, max]. events = what the agent received / what the operations produce (connect storm: connect, accept, 2 closes; listen storm: bind, listen, close). lost = what the agent reported lost. CPU = the agent's utime+stime during the agent run (/proc/PID/stat). CPU per op: the load generator's user+system time per operation (children's rusage; it includes the BPF programs and the loopback softirq work that run in its context) in the baseline run, and in the agent run plus the agent's CPU; CPU ratio = baseline / agent run, per pair: unlike the rate ratio it does not move when other work on the machine takes CPU time from the load.",
             self.args.pairs, self.args.seconds, self.args.threads
         ));
         r.line("");
-        r.line("| mode | agent | baseline rate (median) | agent-run rate (median) | ratio median [min, max] | events received / produced | lost | agent CPU s per run (median) | agent CPU µs per op |");
-        r.line("|---|---|---|---|---|---|---|---|---|");
+        r.line("| mode | agent | baseline rate (median) | agent-run rate (median) | ratio median [min, max] | events received / produced | lost | agent CPU s per run (median) | agent CPU µs per op | CPU µs per op: baseline / agent run (medians) | CPU ratio median [min, max] |");
+        r.line("|---|---|---|---|---|---|---|---|---|---|---|");
         let modes = self.args.modes.clone();
         let agents = self.args.agents.clone();
         // enforce agent -> (read+compiled ms, written ms) of each start
@@ -736,7 +757,7 @@ impl Bench {
                     } else {
                         "not available: could not start"
                     };
-                    r.line(format!("| {mode} | {agent} | {why} | | | | | | |"));
+                    r.line(format!("| {mode} | {agent} | {why} | | | | | | | | |"));
                     continue;
                 }
                 let mut pairs = Vec::new();
@@ -778,11 +799,15 @@ impl Bench {
                         _ => (None, None),
                     };
                     let ops = run["ops"].as_f64().unwrap_or(0.0);
+                    let base_ops = base["ops"].as_f64().unwrap_or(0.0).max(1.0);
                     pairs.push(Pair {
                         base: base["rate"].as_f64().unwrap_or(0.0),
                         agent: run["rate"].as_f64().unwrap_or(0.0),
                         ops,
                         cpu: c1 - c0,
+                        base_cpu_op: base["loadgen_cpu"].as_f64().unwrap_or(0.0) / base_ops,
+                        run_cpu_op: (run["loadgen_cpu"].as_f64().unwrap_or(0.0) + c1 - c0)
+                            / ops.max(1.0),
                         events,
                         lost,
                         expected: events_per_op(mode).map(|k| k * ops),
@@ -791,7 +816,7 @@ impl Bench {
                 if let Some(e) = failed {
                     let first = e.lines().next().unwrap_or("").replace('|', "/");
                     r.line(format!(
-                        "| {mode} | {agent} | failed to start: {first} | | | | | | |"
+                        "| {mode} | {agent} | failed to start: {first} | | | | | | | | |"
                     ));
                     continue;
                 }
@@ -819,19 +844,33 @@ impl Bench {
                         1e6 * pairs.iter().map(|p| p.cpu).sum::<f64>() / ops_total
                     )
                 };
+                let cpu_ratios: Vec<f64> = pairs
+                    .iter()
+                    .map(|p| p.base_cpu_op / p.run_cpu_op.max(1e-12))
+                    .collect();
+                let cr = Spread::of(&cpu_ratios).unwrap();
+                let bc =
+                    Spread::of(&pairs.iter().map(|p| p.base_cpu_op).collect::<Vec<_>>()).unwrap();
+                let rc =
+                    Spread::of(&pairs.iter().map(|p| p.run_cpu_op).collect::<Vec<_>>()).unwrap();
                 r.line(format!(
-                    "| {mode} | {agent} | {} | {} | **{:.3}** [{:.3}, {:.3}] | {received} | {} | {:.2} | {per_op} |",
+                    "| {mode} | {agent} | {} | {} | **{:.3}** [{:.3}, {:.3}] | {received} | {} | {:.2} | {per_op} | {:.1} / {:.1} | **{:.3}** [{:.3}, {:.3}] |",
                     rate_fmt(mode, bm.median),
                     rate_fmt(mode, am.median),
                     rs.median,
                     rs.min,
                     rs.max,
                     lost.map(|l| l.to_string()).unwrap_or_else(|| "not counted".into()),
-                    cpu.median
+                    cpu.median,
+                    1e6 * bc.median,
+                    1e6 * rc.median,
+                    cr.median,
+                    cr.min,
+                    cr.max
                 ));
                 let raw: Vec<Value> = pairs
                     .iter()
-                    .map(|p| json!({"base": p.base, "agent": p.agent, "cpu": p.cpu, "events": p.events, "lost": p.lost}))
+                    .map(|p| json!({"base": p.base, "agent": p.agent, "cpu": p.cpu, "events": p.events, "lost": p.lost, "base_cpu_op": p.base_cpu_op, "run_cpu_op": p.run_cpu_op}))
                     .collect();
                 note(format!("raw {mode} {agent}: {}", Value::Array(raw)));
                 if !startup.is_empty() {
