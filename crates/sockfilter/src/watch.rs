@@ -53,8 +53,9 @@ pub struct Watcher {
     /// How long to let records gather before the next drain; None: wait
     /// for the kernel's wake-up (see `next`).
     batch_wait: Option<Duration>,
-    /// When the ring was last drained, to estimate the event rate.
-    last_drain: std::time::Instant,
+    /// The window the event rate is measured over: since when, and how
+    /// many records it has seen.
+    rate_window: (std::time::Instant, usize),
     timer: BatchTimer,
     malformed: u64,
     /// Owners of the sockets that existed at start, for their closes.
@@ -84,6 +85,7 @@ const BATCH_ABOVE_PER_SEC: f64 = 20_000.0;
 /// How many records a batch aims at, and the bounds of the wait that
 /// gathers them: the longest wait bounds the latency batching adds.
 const BATCH_RECORDS: f64 = 64.0;
+const RATE_WINDOW: Duration = Duration::from_millis(5);
 const BATCH_WAIT_MIN: Duration = Duration::from_micros(100);
 const BATCH_WAIT_MAX: Duration = Duration::from_millis(1);
 
@@ -165,7 +167,7 @@ impl Watcher {
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
             batch_wait: None,
-            last_drain: std::time::Instant::now(),
+            rate_window: (std::time::Instant::now(), 0),
             timer: BatchTimer::new()
                 .map_err(|e| LoadError::Object(format!("creating the batching timer: {e}")))?,
             malformed: 0,
@@ -342,15 +344,24 @@ impl Watcher {
     }
 
     /// Drains the ring and chooses how to wait for the next records from
-    /// the rate they came at since the previous drain: below
+    /// the rate they came at over the last RATE_WINDOW or more: below
     /// BATCH_ABOVE_PER_SEC wait for the kernel's wake-up, above it sleep
-    /// long enough for about BATCH_RECORDS to gather.
+    /// long enough for about BATCH_RECORDS to gather. A window, not the
+    /// gap since the previous drain: one connection's four events come
+    /// within microseconds and would look like a storm.
     fn drain_and_adapt(&mut self) {
         let n = self.drain_ring();
-        let now = std::time::Instant::now();
-        let secs = now.duration_since(self.last_drain).as_secs_f64();
-        self.last_drain = now;
-        let rate = n as f64 / secs.max(1e-6);
+        let (since, seen) = &mut self.rate_window;
+        *seen += n;
+        let secs = since.elapsed().as_secs_f64();
+        if secs < RATE_WINDOW.as_secs_f64() {
+            if n == 0 {
+                self.batch_wait = None;
+            }
+            return;
+        }
+        let rate = *seen as f64 / secs;
+        self.rate_window = (std::time::Instant::now(), 0);
         self.batch_wait = (rate > BATCH_ABOVE_PER_SEC).then(|| {
             Duration::from_secs_f64(BATCH_RECORDS / rate).clamp(BATCH_WAIT_MIN, BATCH_WAIT_MAX)
         });
