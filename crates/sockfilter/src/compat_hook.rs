@@ -8,8 +8,8 @@
 //! wakes user space for at once.
 //!
 //! The window this leaves: between the first exec of a 32-bit program and
-//! the attach (user space woken, one `bpf_link_create`; typically well
-//! under a millisecond, more on a saturated machine), that program's
+//! the attach (user space woken, one `bpf_link_create`; 12–18 ms, once
+//! 92 ms, measured on a busy 2-core VM: docs/BENCHMARKS.md), that program's
 //! accepts and UDP connects are not reported (its closes still are). A
 //! 64-bit program that makes 32-bit system calls itself (`int $0x80`)
 //! does not exec a 32-bit image and is not seen until a 32-bit program
