@@ -15,6 +15,12 @@ pub use sockfilter_testkit::TestCgroup;
 /// How long anything in these tests may take to happen.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// How long the daemon may take to start (load, verify and attach every
+/// BPF program): about a second here, over 30 s for an enforcing daemon in
+/// a kernel-matrix guest, where QEMU emulates the CPU (as `START` in
+/// common/mod.rs).
+pub const START: Duration = Duration::from_secs(120);
+
 /// A directory under /tmp, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -47,13 +53,18 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `f` every 50 ms until it returns Some, for at most [`WAIT`].
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, WAIT, f)
+}
+
+/// Polls `f` every 50 ms until it returns Some, for at most `bound`.
+pub fn wait_within<T>(what: &str, bound: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -183,7 +194,7 @@ impl Daemon {
             .unwrap();
         let mut buf = [0u8; 64];
         let mut d = d;
-        let n = wait_for("READY=1 from the daemon", || {
+        let n = wait_within("READY=1 from the daemon", START, || {
             match d.notify.recv(&mut buf) {
                 Ok(n) => Some(n),
                 Err(_) => {
