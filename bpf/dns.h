@@ -15,7 +15,7 @@
  * with bounded loops: at most SF_DNS_ANSWERS records, names of at most
  * SF_DNS_LABELS labels; anything else ends the parse. Helpers used: all in
  * Linux 6.1 for cgroup_skb (skb_load_bytes, sk_fullsock, sk_storage_get,
- * ringbuf); no bpf_get_netns_cookie (not in cgroup_skb before 6.15): the
+ * skc_to_tcp_sock, ringbuf); no bpf_get_netns_cookie (not in cgroup_skb before 6.15): the
  * namespace comes from the socket's owner storage (sock_create).
  */
 #ifndef SOCKFILTER_DNS_H
@@ -359,6 +359,13 @@ int sf_dns_ingress(struct __sk_buff *skb)
 	if (o) {
 		a->pid = o->proc.pid;
 		a->netns = o->netns;
+	}
+	if (!a->netns && proto == IPPROTO_TCP) {
+		/* A TCP socket's storage may not carry the namespace; its
+		 * tcp_sock (a BTF pointer, plain loads) does. */
+		struct sock *ks = (struct sock *)bpf_skc_to_tcp_sock(sk);
+		if (ks)
+			a->netns = ks->__sk_common.skc_net.net->ns.inum;
 	}
 	if (cfg_enforce)
 		sf_dns_learn(skb, off + sizeof(h), a);

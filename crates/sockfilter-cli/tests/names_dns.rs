@@ -104,8 +104,8 @@ impl Drop for Dnsmasq {
 }
 
 /// The client: a python in the test's cgroup and namespace that, per line
-/// `gai NAME`, `raw NAME` or `ip ADDR`, finds the address (getaddrinfo, a
-/// raw DNS query over UDP, or as given), connects to port 8000 there and
+/// `gai NAME`, `raw NAME`, `tcp NAME` or `ip ADDR`, finds the address
+/// (getaddrinfo, a raw DNS query over UDP or over TCP, or as given), connects to port 8000 there and
 /// prints `ADDR LOCALPORT ok|ERRNO`. It also runs the servers.
 const CLIENT: &str = r#"
 import errno, os, random, socket, struct, sys
@@ -114,12 +114,25 @@ for ip in ("10.77.0.5", "10.77.0.6", "10.77.0.7"):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((ip, 8000)); s.listen(64); servers.append(s)
 
-def raw(name):
+def recv_exact(t, n):
+    b = b""
+    while len(b) < n:
+        chunk = t.recv(n - len(b))
+        if not chunk: raise SystemExit("DNS over TCP: connection closed")
+        b += chunk
+    return b
+
+def raw(name, tcp=False):
     q = struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0)
     q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
     q += struct.pack(">HH", 1, 1)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
-    u.sendto(q, ("127.0.0.1", 53)); r = u.recv(4096); u.close()
+    if tcp:
+        t = socket.create_connection(("127.0.0.1", 53), timeout=5)
+        t.sendall(struct.pack(">H", len(q)) + q)
+        r = recv_exact(t, struct.unpack(">H", recv_exact(t, 2))[0]); t.close()
+    else:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+        u.sendto(q, ("127.0.0.1", 53)); r = u.recv(4096); u.close()
     an = struct.unpack(">H", r[6:8])[0]; p = 12
     while r[p]: p += r[p] + 1
     p += 5
@@ -139,6 +152,7 @@ for line in sys.stdin:
     how, what = line.split()
     if how == "gai": addr = socket.getaddrinfo(what, 8000, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
     elif how == "raw": addr = raw(what)
+    elif how == "tcp": addr = raw(what, tcp=True)
     else: addr = what
     c = socket.socket()
     try:
@@ -205,6 +219,7 @@ fn remote_host_is_the_name_the_client_resolved() {
         "--host-record=a.allowed.test,10.77.0.5",
         "--host-record=other.test,10.77.0.6",
         "--cname=www.alias.test,other.test",
+        "--host-record=tcp.test,10.77.0.5",
         "--local-ttl=300",
     ]);
     let mut w = Watch::start(&cg, &[]);
@@ -221,6 +236,13 @@ fn remote_host_is_the_name_the_client_resolved() {
     assert_eq!(addr, "10.77.0.6");
     let e = connect_event(&mut w, port);
     assert_eq!(e["remote_host"], "other.test", "raw UDP query: {e}");
+
+    // DNS over TCP (one message per segment, after its length).
+    // Same address as a.allowed.test: the latest name this process asked.
+    let (addr, port, _) = c.connect("tcp", "tcp.test");
+    assert_eq!(addr, "10.77.0.5");
+    let e = connect_event(&mut w, port);
+    assert_eq!(e["remote_host"], "tcp.test", "DNS over TCP: {e}");
 
     // Through a CNAME: the name asked for, not the CNAME's target.
     let (addr, port, _) = c.connect("gai", "www.alias.test");
