@@ -372,6 +372,28 @@ uid = [65534]
     // The raw query path (no glibc) is decided the same way.
     let (addr, _, r) = c.connect("raw", "A.ALLOWED.TEST");
     assert_eq!((addr.as_str(), r.as_str()), ("10.77.0.5", "ok"));
+
+    // A reload: names resolved under the previous policy count under the
+    // new one without being resolved again.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("nobody-allowed-names", "nobody-allowed-names-v2"),
+    )
+    .unwrap();
+    w.wait_stderr("file changed");
+    let (_, port, r) = c.connect("ip", "10.77.0.5");
+    assert_eq!(
+        r, "ok",
+        "resolved before the reload, allowed by name after it"
+    );
+    let e = connect_event(&mut w, port);
+    assert_eq!(e["rule"], "nobody-allowed-names-v2", "{e}");
+    let (_, _, r) = c.connect("ip", "10.77.0.6");
+    assert_eq!(
+        r, "EPERM",
+        "b.denied.test's address is still denied after the reload"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -137,6 +137,24 @@ impl HostNames {
         })
     }
 
+    /// Every entry whose TTL has not run out at `at`, oldest learned
+    /// first: (namespace, address, name, when its TTL runs out).
+    pub fn live(&self, at: SystemTime) -> Vec<(Option<u64>, IpAddr, &str, SystemTime)> {
+        let mut v: Vec<(SystemTime, Option<u64>, IpAddr, &str, SystemTime)> = self
+            .by_addr
+            .iter()
+            .flat_map(|(&(ns, ip), list)| {
+                list.iter()
+                    .filter(move |l| l.expires > at)
+                    .map(move |l| (l.learned, ns, ip, l.name.as_str(), l.expires))
+            })
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v.into_iter()
+            .map(|(_, ns, ip, n, e)| (ns, ip, n, e))
+            .collect()
+    }
+
     /// (address, name) entries held now.
     pub fn len(&self) -> usize {
         self.entries

@@ -661,6 +661,32 @@ pub mod policy {
     // SAFETY: as above.
     unsafe impl aya::Pod for SfHostKey {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for SfDnsAddrKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SfDnsAddr {}
+
+    /// `struct sf_dns_addr_key`: an address learned from a DNS answer.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct SfDnsAddrKey {
+        /// Inode of the namespace, 0 unknown.
+        pub netns: u32,
+        /// The address, IPv4 as ::ffff:a.b.c.d.
+        pub addr: [u8; 16],
+    }
+
+    /// `struct sf_dns_addr`: what the address's name satisfies, per slot.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SfDnsAddr {
+        /// Until when (boot clock).
+        pub expires_ns: u64,
+        /// Remote-host bitmap id per slot.
+        pub id: [u32; 2],
+        /// The slot's policy generation each id was computed for.
+        pub generation: [u32; 2],
+    }
+    // SAFETY: as above.
     unsafe impl aya::Pod for SfIpKeyData {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SfExeKey {}

@@ -28,6 +28,11 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// Now on the boot clock (`bpf_ktime_get_boot_ns()`'s), nanoseconds.
+pub fn boot_clock_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME).max(0) as u64
+}
+
 impl Decoder {
     /// A decoder naming cgroups below `cgroup_root` (the cgroup2 mount).
     pub fn new(cgroup_root: std::path::PathBuf) -> Self {

@@ -2,7 +2,10 @@
 //! compiler prints the header's sizes and offsets; Rust's `offset_of!` must
 //! agree field by field.
 
-use sockfilter::abi::policy::{SfBitmap, SfBitmapKey, SfCommKey, SfExeKey, SfPolicyMeta, SfU64Key};
+use sockfilter::abi::policy::{
+    SfBitmap, SfBitmapKey, SfCommKey, SfDnsAddr, SfDnsAddrKey, SfExeKey, SfHostKey, SfPolicyMeta,
+    SfU64Key,
+};
 use sockfilter::abi::{
     SfDnsAnswer, SfEvent, SfExe, SfExec, SfListenKey, SfListener, SfOwner, SfProc,
 };
@@ -119,6 +122,15 @@ fn rust_mirror_matches_the_c_header() {
         generation
     ));
     rust.extend(fields!(SfExeKey, "sf_exe_key", slot, dev, ino));
+    rust.extend(fields!(SfHostKey, "sf_host_key", slot, below, len, name));
+    rust.extend(fields!(SfDnsAddrKey, "sf_dns_addr_key", netns, addr));
+    rust.extend(fields!(
+        SfDnsAddr,
+        "sf_dns_addr",
+        expires_ns,
+        id,
+        generation
+    ));
     rust.extend(fields!(SfCommKey, "sf_comm_key", slot, comm));
     rust.extend(fields!(SfU64Key, "sf_u64_key", slot, value));
     // sf_ip_key is prefixlen (u32) followed by the packed data aya appends.

@@ -223,8 +223,9 @@ impl PolicyAgent {
         policy: &Policy,
         compiled: &Compiled,
     ) -> Result<(), super::EnforceError> {
+        let names = learned_names(w);
         self.enforcer
-            .install(w.probe_mut().bpf_mut(), policy, compiled)?;
+            .install_with_names(w.probe_mut().bpf_mut(), policy, compiled, &names)?;
         self.rules = policy.rules.len();
         self.followed = policy
             .rules
@@ -452,4 +453,29 @@ fn judge_existing(w: &mut Watcher, policy: &Policy, cookies: &HashMap<u64, u64>)
     for e in events {
         w.queue_event(e);
     }
+}
+
+/// The names the watcher learned from DNS answers whose TTL has not run
+/// out, for the kernel's `dns_addrs` (namespace inode or 0, address as
+/// IPv6, name, end of TTL on the boot clock), oldest first.
+fn learned_names(w: &Watcher) -> Vec<(u32, [u8; 16], String, u64)> {
+    let now = std::time::SystemTime::now();
+    let boot_now = crate::decode::boot_clock_ns();
+    w.host_names()
+        .live(now)
+        .into_iter()
+        .map(|(ns, ip, name, expires)| {
+            let left = expires.duration_since(now).unwrap_or_default();
+            let addr = match ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            };
+            (
+                ns.unwrap_or(0) as u32,
+                addr,
+                name.to_owned(),
+                boot_now.saturating_add(left.as_nanos() as u64),
+            )
+        })
+        .collect()
 }

@@ -398,6 +398,20 @@ fn keyed_dimension<K: Clone + Eq + std::hash::Hash>(
         .collect()
 }
 
+/// The remote-host bitmap id of `name` (lowercase) in `hosts`, as the
+/// kernel finds it (bpf/dns.h): the exact name, then `*.` suffixes from the
+/// longest; None when no pattern matches.
+pub fn host_id(hosts: &[(HostPattern, u32)], name: &str) -> Option<u32> {
+    let labels: Vec<&str> = name.split('.').collect();
+    let mut candidates = vec![HostPattern::Exact(name.to_string())];
+    for i in 1..labels.len() {
+        candidates.push(HostPattern::Below(labels[i..].join(".")));
+    }
+    candidates
+        .iter()
+        .find_map(|p| hosts.iter().find(|(q, _)| q == p).map(|(_, id)| *id))
+}
+
 /// Whether every name `pattern` matches is matched by `by` too.
 fn covers(by: &HostPattern, pattern: &HostPattern) -> bool {
     match (by, pattern) {
@@ -707,16 +721,7 @@ mod tests {
             ids[dim::REMOTE_PORT] = c.remote_ports[r.port as usize];
         }
         if let (Some(h), Operation::Connect, Some(_)) = (s.remote_host, s.op, s.remote) {
-            // as bpf/dns.h: the exact name, then `*.` suffixes, longest first
-            let labels: Vec<&str> = h.split('.').collect();
-            let mut candidates = vec![HostPattern::Exact(h.to_string())];
-            for i in 1..labels.len() {
-                candidates.push(HostPattern::Below(labels[i..].join(".")));
-            }
-            if let Some(id) = candidates
-                .iter()
-                .find_map(|p| c.hosts.iter().find(|(q, _)| q == p).map(|(_, id)| *id))
-            {
+            if let Some(id) = host_id(&c.hosts, h) {
                 ids[dim::REMOTE_HOST] = id;
             }
         }

@@ -89,6 +89,7 @@ struct Installed {
     uid: Vec<u32>,
     cgroup: Vec<u64>,
     hosts: Vec<SfHostKey>,
+    generation: u32,
     rules: usize,
 }
 
@@ -209,6 +210,21 @@ impl Enforcer {
         policy: &Policy,
         compiled: &Compiled,
     ) -> Result<(), EnforceError> {
+        self.install_with_names(bpf, policy, compiled, &[])
+    }
+
+    /// [`Enforcer::install`], and before the switch the addresses of
+    /// `names` (learned from DNS answers: namespace inode or 0, address,
+    /// name, end of TTL on the boot clock, oldest first) are matched
+    /// against the new policy's `remote_host` patterns, so that a name
+    /// resolved before a reload still counts under the new policy.
+    pub fn install_with_names(
+        &mut self,
+        bpf: &mut Ebpf,
+        policy: &Policy,
+        compiled: &Compiled,
+        names: &[(u32, [u8; 16], String, u64)],
+    ) -> Result<(), EnforceError> {
         let slot = match self.active {
             Some(a) => 1 - a,
             None => 0,
@@ -226,6 +242,9 @@ impl Enforcer {
             clear_slot(bpf, slot)?;
         }
         let installed = write(bpf, slot, compiled)?;
+        if !compiled.hosts.is_empty() {
+            refill_names(bpf, slot, installed.generation, compiled, names)?;
+        }
         self.installed[slot as usize] = Some(installed);
         self.names.write().unwrap_or_else(|e| e.into_inner()).slots[slot as usize] =
             policy.rules.iter().map(|r| r.name.clone()).collect();
@@ -411,8 +430,36 @@ fn write(bpf: &mut Ebpf, slot: u32, c: &Compiled) -> Result<Installed, EnforceEr
             _pad: 0,
         };
         m.set(slot, meta, 0).map_err(map_err("pol_meta"))?;
+        inst.generation = generation;
     }
     Ok(inst)
+}
+
+/// Enters the names learned before this policy into `dns_addrs` for
+/// `slot` (what bpf/dns.h does for each answer from now on).
+fn refill_names(
+    bpf: &mut Ebpf,
+    slot: u32,
+    generation: u32,
+    c: &Compiled,
+    names: &[(u32, [u8; 16], String, u64)],
+) -> Result<(), EnforceError> {
+    let mut m = map_mut!(bpf, "dns_addrs", BpfHashMap<&mut MapData, SfDnsAddrKey, SfDnsAddr>);
+    for (netns, addr, name, expires_ns) in names {
+        let Some(id) = compile::host_id(&c.hosts, name) else {
+            continue;
+        };
+        let key = SfDnsAddrKey {
+            netns: *netns,
+            addr: *addr,
+        };
+        let mut v = m.get(&key, 0).unwrap_or_default();
+        v.id[slot as usize] = id;
+        v.generation[slot as usize] = generation;
+        v.expires_ns = v.expires_ns.max(*expires_ns);
+        m.insert(key, v, 0).map_err(map_err("dns_addrs"))?;
+    }
+    Ok(())
 }
 
 fn remove(bpf: &mut Ebpf, slot: u32, old: &Installed) -> Result<(), EnforceError> {
