@@ -50,7 +50,7 @@ fn unknown_key() {
     assert_error(
         "unknown-key.toml",
         "tests/policies/unknown-key.toml:6:1: unknown key `local_prot` in rule \"ssh\"; a rule may have: \
-         name, action, on, proto, family, local_ip, remote_ip, local_port, remote_port, exe, comm, uid, cgroup, unit, container",
+         name, action, on, proto, family, local_ip, remote_ip, remote_host, local_port, remote_port, exe, comm, uid, cgroup, unit, container",
     );
 }
 
