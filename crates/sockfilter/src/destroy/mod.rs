@@ -37,6 +37,7 @@ use std::sync::Mutex;
 ///     socket: 0x1234,
 ///     existing: false,
 ///     netns: Some(4026531840),
+///     remote_host: None,
 ///     details: Details::default(),
 /// };
 /// let target = DestroyTarget::from(&accept);
