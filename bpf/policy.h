@@ -262,8 +262,11 @@ static __always_inline void decide(const struct sf_subject *s, struct sf_decisio
 			k.netns = 0; /* learned from a socket of unknown namespace */
 			v = bpf_map_lookup_elem(&dns_addrs, &k);
 		}
-		if (v && v->generation[slot] == m->generation && v->expires_ns > bpf_ktime_get_boot_ns())
-			ids[SF_DIM_REMOTE_HOST] = v->id[slot];
+		/* slot & 1: the verifier may have lost slot's bound (0 or 1)
+		 * when it was spilled; Debian's 6.12 refused the unmasked index. */
+		if (v && v->generation[slot & 1] == m->generation &&
+		    v->expires_ns > bpf_ktime_get_boot_ns())
+			ids[SF_DIM_REMOTE_HOST] = v->id[slot & 1];
 	}
 	if (used & ((1 << SF_DIM_LOCAL_PORT) | (1 << SF_DIM_REMOTE_PORT))) {
 		__u32 k = slot * 2;
