@@ -47,6 +47,10 @@ pub struct Watcher {
     /// Parent executables and command lines, by exec id.
     ancestry: Ancestry,
     queue: VecDeque<Item>,
+    /// The start-up snapshot filled the queue: once it is drained, its
+    /// capacity (~7 MB for 20,000 sockets) and the heap the snapshot freed
+    /// are given back.
+    snapshot_queued: bool,
     lost_reported: u64,
     /// When the kernel's drop counter was last read (a syscall: not per event).
     lost_checked: std::time::Instant,
@@ -164,6 +168,7 @@ impl Watcher {
             ring,
             decoder: Decoder::new(root.clone()),
             queue: VecDeque::new(),
+            snapshot_queued: false,
             lost_reported: 0,
             lost_checked: std::time::Instant::now(),
             batch_wait: None,
@@ -188,12 +193,12 @@ impl Watcher {
     /// event first (enforce sets verdicts and rules there); of the rest,
     /// `report` picks which are queued. A socket that already has an event
     /// in the queue (it was created between attach and snapshot) is not
-    /// reported twice unless judged `deny`. Returns every judged event.
+    /// reported twice unless judged `deny`.
     pub fn report_existing(
         &mut self,
         judge: impl FnOnce(&mut [Event]),
         report: impl Fn(&Event) -> bool,
-    ) -> Vec<Event> {
+    ) {
         let snapshot = take_snapshot(self.watched.as_deref());
         self.older = OlderSockets::record(self.probe.bpf_mut(), &self.root, &snapshot);
         let mut events: Vec<Event> = snapshot.into_iter().map(|s| s.event).collect();
@@ -207,16 +212,36 @@ impl Watcher {
                 _ => None,
             })
             .collect();
-        let mut front: VecDeque<Item> = events
-            .iter()
+        // Moved in place, not cloned: with 20,000 sockets a second copy of
+        // the events was ~12 MB of the start-up peak (docs/BENCHMARKS.md).
+        // (A Vec collected from a Vec of the same layout reuses its buffer;
+        // a VecDeque from a Vec too.)
+        let front: Vec<Item> = events
+            .into_iter()
             .filter(|e| report(e))
             .filter(|e| e.verdict == Verdict::Deny || !live.contains(&e.socket))
-            .cloned()
             .map(Item::Event)
             .collect();
+        let mut front = VecDeque::from(front);
         front.append(&mut self.queue);
         self.queue = front;
-        events
+        self.snapshot_queued = true;
+    }
+
+    /// Once the snapshot's events are consumed: a live batch needs a small
+    /// queue, and the /proc readings and events of the snapshot left freed
+    /// heap that glibc would keep (measured in docs/BENCHMARKS.md).
+    fn release_snapshot_memory(&mut self) {
+        if !self.snapshot_queued || !self.queue.is_empty() {
+            return;
+        }
+        self.snapshot_queued = false;
+        self.queue = VecDeque::new();
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     /// The sockets that exist now, of the watched subtree, as `existing`
@@ -294,6 +319,7 @@ impl Watcher {
             if let Some(item) = self.queue.pop_front() {
                 return Some(item);
             }
+            self.release_snapshot_memory();
             if self.lost_checked.elapsed() >= LOST_POLL {
                 self.check_lost();
                 continue;
@@ -505,8 +531,17 @@ fn take_snapshot(subtree: Option<&str>) -> Vec<SnapshotSocket> {
     let sockets = crate::diag::sockets_all_namespaces().unwrap_or_default();
     let fds = crate::procfs::socket_fds();
     let first = |inode: u64| fds.get(&inode).and_then(|v| v.first()).copied();
+    // One /proc reading per process, not per socket: a server holding
+    // 10,000 connections is read once, and its parent_exe and cmdline
+    // (Arc) are shared by all its events.
+    let mut owners: HashMap<u32, Owner> = HashMap::new();
     snapshot_events(&sockets, |inode| {
-        first(inode).map(|(pid, _)| crate::procfs::owner(pid))
+        first(inode).map(|(pid, _)| {
+            owners
+                .entry(pid)
+                .or_insert_with(|| crate::procfs::owner(pid))
+                .clone()
+        })
     })
     .into_iter()
     .zip(&sockets)
