@@ -535,32 +535,35 @@ fn take_snapshot(subtree: Option<&str>) -> Vec<SnapshotSocket> {
     // 10,000 connections is read once, and its parent_exe and cmdline
     // (Arc) are shared by all its events.
     let mut owners: HashMap<u32, Owner> = HashMap::new();
-    snapshot_events(&sockets, |inode| {
-        first(inode).map(|(pid, _)| {
-            owners
-                .entry(pid)
-                .or_insert_with(|| crate::procfs::owner(pid))
-                .clone()
+    let listeners = Listeners::of(&sockets);
+    let now = SystemTime::now();
+    // Events are built only for the sockets kept (not for every socket of
+    // the host first), straight into the result.
+    sockets
+        .iter()
+        .filter_map(|s| {
+            let fd = first(s.inode);
+            let owner = fd.map(|(pid, _)| {
+                owners
+                    .entry(pid)
+                    .or_insert_with(|| crate::procfs::owner(pid))
+                    .clone()
+            });
+            let kept = match (subtree, owner.as_ref().and_then(|o| o.cgroup.as_deref())) {
+                (None, _) => true,
+                (Some(t), Some(c)) => under(c, t),
+                (Some(_), None) => false,
+            };
+            kept.then(|| {
+                let (kind, listener) = listeners.classify(s);
+                SnapshotSocket {
+                    event: existing_event(s, kind, owner, listener, now),
+                    inode: s.inode,
+                    fd: fd.map(|(_, fd)| fd),
+                }
+            })
         })
-    })
-    .into_iter()
-    .zip(&sockets)
-    .map(|(event, s)| SnapshotSocket {
-        event,
-        inode: s.inode,
-        fd: first(s.inode).map(|(_, fd)| fd),
-    })
-    .filter(|s| {
-        match (
-            subtree,
-            s.event.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
-        ) {
-            (None, _) => true,
-            (Some(t), Some(c)) => under(c, t),
-            (Some(_), None) => false,
-        }
-    })
-    .collect()
+        .collect()
 }
 
 /// The `existing` event for a socket found by sock_diag.
@@ -609,34 +612,49 @@ pub fn snapshot_events(
     sockets: &[DiagSocket],
     mut owner: impl FnMut(u64) -> Option<Owner>,
 ) -> Vec<Event> {
-    let listeners: HashMap<(u64, u16), Vec<&DiagSocket>> =
-        sockets.iter().fold(HashMap::new(), |mut m, s| {
-            if s.protocol == libc::IPPROTO_TCP as u8 && s.state == tcp_state::LISTEN {
-                m.entry((s.netns, s.local.1)).or_default().push(s);
-            }
-            m
-        });
+    let listeners = Listeners::of(sockets);
     let now = SystemTime::now();
     sockets
         .iter()
         .map(|s| {
-            let tcp = s.protocol == libc::IPPROTO_TCP as u8;
-            let listener = (tcp && s.state != tcp_state::LISTEN)
-                .then(|| listeners.get(&(s.netns, s.local.1)))
-                .flatten()
-                .and_then(|ls| {
-                    ls.iter()
-                        .find(|l| l.local.0 == s.local.0 || l.local.0.is_unspecified())
-                        .map(|l| l.cookie)
-                });
-            let kind = match (tcp, s.state, listener, s.is_connected()) {
-                (true, tcp_state::LISTEN, _, _) => EventKind::Listen,
-                (true, _, Some(_), _) => EventKind::Accept,
-                (true, _, None, _) => EventKind::Connect,
-                (false, _, _, true) => EventKind::Connect,
-                (false, _, _, false) => EventKind::Bind,
-            };
+            let (kind, listener) = listeners.classify(s);
             existing_event(s, kind, owner(s.inode), listener, now)
         })
         .collect()
+}
+
+/// The TCP listeners among diag sockets, by namespace and port.
+struct Listeners<'a>(HashMap<(u64, u16), Vec<&'a DiagSocket>>);
+
+impl<'a> Listeners<'a> {
+    fn of(sockets: &'a [DiagSocket]) -> Self {
+        Listeners(sockets.iter().fold(HashMap::new(), |mut m, s| {
+            if s.protocol == libc::IPPROTO_TCP as u8 && s.state == tcp_state::LISTEN {
+                m.entry((s.netns, s.local.1)).or_default().push(s);
+            }
+            m
+        }))
+    }
+
+    /// What a socket's `existing` event is, and for an accepted one its
+    /// listener's cookie.
+    fn classify(&self, s: &DiagSocket) -> (EventKind, Option<u64>) {
+        let tcp = s.protocol == libc::IPPROTO_TCP as u8;
+        let listener = (tcp && s.state != tcp_state::LISTEN)
+            .then(|| self.0.get(&(s.netns, s.local.1)))
+            .flatten()
+            .and_then(|ls| {
+                ls.iter()
+                    .find(|l| l.local.0 == s.local.0 || l.local.0.is_unspecified())
+                    .map(|l| l.cookie)
+            });
+        let kind = match (tcp, s.state, listener, s.is_connected()) {
+            (true, tcp_state::LISTEN, _, _) => EventKind::Listen,
+            (true, _, Some(_), _) => EventKind::Accept,
+            (true, _, None, _) => EventKind::Connect,
+            (false, _, _, true) => EventKind::Connect,
+            (false, _, _, false) => EventKind::Bind,
+        };
+        (kind, listener)
+    }
 }
