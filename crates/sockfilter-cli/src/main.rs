@@ -13,6 +13,7 @@ mod flows;
 mod history;
 mod listeners;
 mod supervise;
+mod supervise_names;
 mod text;
 mod unload;
 mod watch;

@@ -1,6 +1,7 @@
 //! `sockfilter supervise`: run a program with its socket calls held until a
 //! policy (or the user, with `--ask`) decides. See `docs/supervise.md`.
 
+use crate::supervise_names::NameLearner;
 use anyhow::Context;
 use sockfilter::supervise::{Operation, Request, SuperviseError, Supervisor, Verdict};
 use sockfilter_model::event::{Endpoint, Event};
@@ -43,18 +44,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = match &args.policy {
         Some(path) => match Policy::load(path) {
             Ok(p) => {
-                // supervise decides in user space from the system call
-                // alone and does not learn names from DNS answers: a name
-                // rule would never match (an allow never allowing, a deny
-                // never denying), so it is refused rather than ignored.
+                // A name rule needs the names the program resolved: the
+                // kernel's DNS learner (BPF, so root) supplies them; without
+                // it such a rule would never match, so it is refused rather
+                // than ignored.
                 if let Some(r) = p.rules.iter().find(|r| r.remote_host.is_some()) {
-                    eprintln!(
-                        "sockfilter: {}:{}: rule {:?} has `remote_host`, which only `sockfilter enforce` applies (it learns names from DNS answers in the kernel); supervise cannot decide by name",
-                        path.display(),
-                        r.line,
-                        r.name
-                    );
-                    return Ok(ExitCode::from(2));
+                    if !nix::unistd::geteuid().is_root() {
+                        eprintln!(
+                            "sockfilter: {}:{}: rule {:?} has `remote_host`, which supervise applies only as root (names are learned from DNS answers by a BPF program in the kernel)",
+                            path.display(),
+                            r.line,
+                            r.name
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
                 }
                 Some(p)
             }
@@ -88,10 +91,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let verbose = args.verbose;
+    let learner = match &policy {
+        Some(p) if p.rules.iter().any(|r| r.remote_host.is_some()) => {
+            Some(NameLearner::start().context("remote_host rules")?)
+        }
+        _ => None,
+    };
+    let learner = learner.map(std::sync::Arc::new);
+    let learner_for_decide = learner.clone();
 
     let decide = move |req: &Request| -> Verdict {
         let decision = policy.as_ref().map(|p| {
-            let subject = subject(req);
+            let name = match (&learner_for_decide, req.op) {
+                (Some(l), Operation::Connect) => l.name_of(req),
+                _ => None,
+            };
+            let mut subject = subject(req);
+            subject.remote_host = name.as_deref();
             let d = p.decide(&subject);
             (d.action, d.rule.map(str::to_string))
         });
@@ -116,6 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
+    if let Some(l) = &learner {
+        l.enter(&mut cmd);
+    }
     let mut supervisor =
         Supervisor::new(decide).on_warning(|w| eprintln!("sockfilter: warning: {w}"));
     if args.events.is_some() || verbose {

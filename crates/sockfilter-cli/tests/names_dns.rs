@@ -187,6 +187,11 @@ impl Client {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         cg.enter(&mut cmd);
+        Client::spawn(cmd)
+    }
+
+    /// Runs `cmd`, which runs the client script, and waits for its "ready".
+    fn spawn(mut cmd: Command) -> Client {
         let mut child = cmd.spawn().expect("start the client");
         let stdin = child.stdin.take().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -398,8 +403,80 @@ uid = [65534]
 }
 
 #[test]
-fn supervise_refuses_rules_by_name_it_cannot_apply() {
+fn supervise_decides_connects_by_the_name_they_were_resolved_from() {
+    let cg = TestCgroup::new("names-supervise");
+    let world = NameWorld::new("names-supervise");
+    let _dns = world.dnsmasq(&[
+        "--host-record=a.allowed.test,10.77.0.5",
+        "--host-record=b.denied.test,10.77.0.6",
+        "--local-ttl=300",
+    ]);
     let dir = std::env::temp_dir().join(format!("sf-names-supervise-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+default = "allow"
+
+[[rule]]
+name = "dns"
+action = "allow"
+on = ["connect"]
+remote_port = [53]
+
+[[rule]]
+name = "allowed-names"
+action = "allow"
+on = ["connect"]
+remote_host = ["*.allowed.test"]
+
+[[rule]]
+name = "nothing-else"
+action = "deny"
+on = ["connect"]
+"#,
+    )
+    .unwrap();
+    // The client in the namespace (its resolv.conf), under supervise.
+    let mut cmd = Command::new(sockfilter());
+    cmd.arg("supervise")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "ip", "netns", "exec", &world.ns.name])
+        .args([&python_exe(), "-u", "-c", CLIENT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    cg.enter(&mut cmd);
+    let mut c = Client::spawn(cmd);
+
+    let (addr, _, r) = c.connect("gai", "a.allowed.test");
+    assert_eq!(
+        (addr.as_str(), r.as_str()),
+        ("10.77.0.5", "ok"),
+        "a resolved allowed name"
+    );
+    let (addr, _, r) = c.connect("gai", "b.denied.test");
+    assert_eq!(
+        (addr.as_str(), r.as_str()),
+        ("10.77.0.6", "EPERM"),
+        "a resolved name no rule allows"
+    );
+    let (_, _, r) = c.connect("ip", "10.77.0.7");
+    assert_eq!(r, "EPERM", "a hard-coded address was never resolved");
+    let (addr, _, r) = c.connect("raw", "A.ALLOWED.TEST");
+    assert_eq!(
+        (addr.as_str(), r.as_str()),
+        ("10.77.0.5", "ok"),
+        "raw query"
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn supervise_refuses_rules_by_name_without_root() {
+    let dir = std::env::temp_dir().join(format!("sf-names-supervise-nr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.toml");
     std::fs::write(
@@ -407,7 +484,9 @@ fn supervise_refuses_rules_by_name_it_cannot_apply() {
         "[[rule]]\nname = \"by-name\"\naction = \"allow\"\non = [\"connect\"]\nremote_host = [\"*.example.org\"]\n",
     )
     .unwrap();
-    let out = Command::new(sockfilter())
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(sockfilter())
         .arg("supervise")
         .arg("--policy")
         .arg(&policy)
@@ -418,7 +497,7 @@ fn supervise_refuses_rules_by_name_it_cannot_apply() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("policy.toml:1:") && err.contains("remote_host"),
+        err.contains("policy.toml:1:") && err.contains("remote_host") && err.contains("root"),
         "{err}"
     );
 }
