@@ -10,14 +10,18 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How often the ring is read between connects: the program's other socket
+/// events go to the same ring, and a full ring would drop DNS answers.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// The DNS learner of one supervise run; removes its cgroup when dropped.
 pub struct NameLearner {
     /// Kept for the watcher's ring buffer (registered with this runtime).
     _runtime: tokio::runtime::Runtime,
-    watcher: Mutex<Watcher>,
+    watcher: Arc<Mutex<Watcher>>,
     cgroup: PathBuf,
 }
 
@@ -46,9 +50,19 @@ impl NameLearner {
                 return Err(e).context("loading the DNS learner (BPF)");
             }
         };
+        let watcher = Arc::new(Mutex::new(watcher));
+        let weak = Arc::downgrade(&watcher);
+        // Ends once the learner is dropped.
+        std::thread::spawn(move || {
+            while let Some(w) = weak.upgrade() {
+                drop(w.lock().unwrap_or_else(|e| e.into_inner()).take_remaining());
+                drop(w);
+                std::thread::sleep(DRAIN_EVERY);
+            }
+        });
         Ok(NameLearner {
             _runtime: runtime,
-            watcher: Mutex::new(watcher),
+            watcher,
             cgroup,
         })
     }
@@ -83,6 +97,14 @@ impl NameLearner {
 
 impl Drop for NameLearner {
     fn drop(&mut self) {
+        let w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        let (lost, evicted) = (w.dns_lost_total(), w.host_names().evicted());
+        drop(w);
+        if lost > 0 || evicted > 0 {
+            eprintln!(
+                "sockfilter: DNS names: {lost} answers lost (the ring buffer was full), {evicted} (address, name) pairs dropped before their TTL ran out: connects to those addresses matched no remote_host rule"
+            );
+        }
         // Empty once the supervised tree has exited; a leftover process
         // keeps it (and rmdir fails harmlessly).
         let _ = std::fs::remove_dir(&self.cgroup);
