@@ -80,6 +80,23 @@ fn live_ids(kind: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Which of `programs` and `links` (ids) are still loaded. Program and link
+/// ids are separate id spaces, which overlap in a freshly booted kernel
+/// (another test's live link may have a dead program's id): each kind is
+/// compared with its own.
+fn still_loaded(programs: &[u64], links: &[u64]) -> Vec<String> {
+    let live = |kind: &str, ids: &[u64]| {
+        live_ids(kind)
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .map(|id| format!("{kind} {id}"))
+            .collect::<Vec<_>>()
+    };
+    let mut out = live("prog", programs);
+    out.extend(live("link", links));
+    out
+}
+
 /// What `bpftool cgroup show CG` lists (one line per attached program).
 fn attached_to(cg: &TestCgroup) -> String {
     let out = Command::new("bpftool")
@@ -240,11 +257,7 @@ fn a_killed_enforcer_keeps_enforcing_the_next_adopts_without_a_gap_and_unload_re
     let deadline = Instant::now() + WAIT;
     loop {
         // Programs are freed by the kernel once their last link goes.
-        let live: Vec<u64> = live_ids("prog")
-            .into_iter()
-            .chain(live_ids("link"))
-            .filter(|id| programs.contains(id) || links.contains(id))
-            .collect();
+        let live = still_loaded(&programs, &links);
         if live.is_empty() {
             break;
         }
@@ -383,11 +396,7 @@ fn another_builds_enforcement_is_replaced_without_a_gap() {
     );
     let deadline = Instant::now() + WAIT;
     loop {
-        let live: Vec<u64> = live_ids("prog")
-            .into_iter()
-            .chain(live_ids("link"))
-            .filter(|id| old_programs.contains(id) || old_links.contains(id))
-            .collect();
+        let live = still_loaded(&old_programs, &old_links);
         if live.is_empty() {
             break;
         }
