@@ -331,12 +331,19 @@ fn remove_scope_contents(dir: &Path) -> Removed {
         .flatten()
     {
         let path = entry.path();
-        if let Ok(fd) = obj_get(&path) {
+        let fd = obj_get(&path).ok();
+        if let Some(fd) = &fd {
             link_detach(fd.as_raw_fd());
         }
         if std::fs::remove_file(&path).is_ok() {
             removed.links += 1;
         }
+        // Links that cannot be detached (tracing and BPF LSM links) end
+        // when their last reference goes. Our descriptor, closed after the
+        // pin, is that reference: closing frees the link before this
+        // returns, where the pin's release (since Linux 6.5) only queues
+        // the free on a workqueue, and enforcement would outlive unload.
+        drop(fd);
     }
     for (sub, count) in [
         ("progs", &mut removed.programs),
