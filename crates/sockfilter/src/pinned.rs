@@ -404,7 +404,8 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
+/// The bpf(2) system call on a zeroed, `bpf_attr`-sized buffer.
+pub(crate) fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
     // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
     let r = unsafe {
         libc::syscall(
@@ -422,7 +423,7 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
 }
 
 /// Opens a pinned object (BPF_OBJ_GET).
-fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut attr = [0u64; 16];
     attr[0] = c.as_ptr() as u64; // pathname
@@ -432,7 +433,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Pins `fd` at `path` (BPF_OBJ_PIN).
-fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+pub(crate) fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut attr = [0u64; 16];
     attr[0] = c.as_ptr() as u64; // pathname

@@ -10,10 +10,9 @@
 //! bytes; what does not fit in 512 KiB is left out (those rules are
 //! then unnamed after a crash).
 
-use std::ffi::CString;
+use crate::pinned::{bpf, obj_get, obj_pin};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Bytes per slot.
@@ -22,58 +21,22 @@ const BLOB: usize = 512 << 10;
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_TYPE_ARRAY: u64 = 2;
-
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn path_c(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
-}
 
 /// The map pinned at `path`, created and pinned there if there is none.
 fn open_or_create(path: &Path) -> io::Result<OwnedFd> {
-    if let Ok(fd) = open(path) {
+    if let Ok(fd) = obj_get(path) {
         return Ok(fd);
     }
     let mut attr = [0u64; 16];
     // map_type, key_size | value_size << 32, max_entries
     attr[0] = BPF_MAP_TYPE_ARRAY | (4 << 32);
     attr[1] = BLOB as u64 | (2 << 32);
-    let fd = sys_bpf(BPF_MAP_CREATE, &mut attr)?;
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let c = path_c(path)?;
-    let mut attr = [0u64; 16];
-    attr[0] = c.as_ptr() as u64; // pathname
-    attr[1] = fd.as_raw_fd() as u32 as u64; // bpf_fd
-    sys_bpf(BPF_OBJ_PIN, &mut attr)?;
+    obj_pin(&fd, path)?;
     Ok(fd)
-}
-
-fn open(path: &Path) -> io::Result<OwnedFd> {
-    let c = path_c(path)?;
-    let mut attr = [0u64; 16];
-    attr[0] = c.as_ptr() as u64;
-    let fd = sys_bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn element(fd: &OwnedFd, cmd: libc::c_long, slot: u32, blob: &mut [u8]) -> io::Result<()> {
@@ -82,7 +45,7 @@ fn element(fd: &OwnedFd, cmd: libc::c_long, slot: u32, blob: &mut [u8]) -> io::R
     attr[0] = fd.as_raw_fd() as u32 as u64; // map_fd
     attr[1] = &key as *const u32 as u64; // key
     attr[2] = blob.as_mut_ptr() as u64; // value
-    sys_bpf(cmd, &mut attr).map(drop)
+    bpf(cmd, &mut attr).map(drop)
 }
 
 fn encode(names: &[String]) -> Vec<u8> {
@@ -135,7 +98,7 @@ pub fn save(path: &Path, slots: &[Vec<String>; 2]) -> io::Result<()> {
 
 /// The names of both slots as saved at `path`; None when nothing is.
 pub fn load(path: &Path) -> Option<[Vec<String>; 2]> {
-    let fd = open(path).ok()?;
+    let fd = obj_get(path).ok()?;
     let mut out: [Vec<String>; 2] = Default::default();
     for (slot, names) in out.iter_mut().enumerate() {
         let mut blob = vec![0u8; BLOB];
