@@ -354,8 +354,8 @@ fn destroy_uses_the_bpf_iterator_where_the_kernel_has_the_kfunc() {
 
 /// An SO_REUSEPORT group: every member shares the address, so only a
 /// destroy by cookie reaches each one (sock_diag's lookup by address picks
-/// one member; on 6.18 it never reaches the others). Both members, TCP and
-/// UDP, are destroyed, each by its own cookie.
+/// one member per peer: `ss -K` reaches one). Both members, TCP and UDP, are
+/// destroyed, each by its own cookie, whichever mechanism the kernel has.
 #[test]
 fn destroying_each_member_of_a_reuseport_group() {
     let cg = TestCgroup::new("drop-reuse");
@@ -390,10 +390,7 @@ print(attempt(lambda: socket.create_connection(t1.getsockname(), timeout=10)))
     let mut dropped = Vec::new();
     for i in 0..4 {
         let (flow, ok, _) = run.next_drop(&format!("drop {i} of 4"));
-        if let (Err(e), DestroyMethod::SockDiag { why }) = (&ok, destroy_method()) {
-            panic!("not supported: destroy by cookie ({why}); sock_diag's lookup by address did not reach this SO_REUSEPORT member: {e}");
-        }
-        assert_eq!(ok, Ok(()), "{flow:?}");
+        assert_eq!(ok, Ok(()), "{flow:?} through {}", destroy_method());
         dropped.push((flow.proto.as_str(), flow.local.port, flow.id));
     }
     dropped.sort();
@@ -408,4 +405,73 @@ print(attempt(lambda: socket.create_connection(t1.getsockname(), timeout=10)))
     );
     p.send("go");
     assert_eq!(p.line(), "ECONNREFUSED", "no member of the group is left");
+}
+
+/// The sock_diag path (kernels without bpf_sock_destroy(), e.g. Debian 12's
+/// 6.1) reaches every member of an SO_REUSEPORT group too: the kernel's
+/// lookup picks a member by a hash of the peer, so asking with other peer
+/// ports reaches the others (`ss -K` reaches one). Run on every kernel.
+#[test]
+fn sock_diag_reaches_each_member_of_a_reuseport_group() {
+    use sockfilter::destroy::{destroy_through_sock_diag, DestroyTarget};
+    use sockfilter::model::{Endpoint, Family, Proto};
+    use std::net::{IpAddr, Ipv4Addr};
+    let cg = TestCgroup::new("diag-reuse");
+    let mut p = python(
+        &cg,
+        None,
+        &format!(
+            r#"{ATTEMPT}
+import socket, sys
+SO_COOKIE = 57
+def group(kind, n):
+    socks = []
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(socks[0].getsockname() if socks else ("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM: s.listen()
+        socks.append(s)
+    return socks
+tcp = group(socket.SOCK_STREAM, 4); udp = group(socket.SOCK_DGRAM, 4)
+for s in tcp + udp:
+    print(s.getsockname()[1], int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little"))
+sys.stdout.flush()
+sys.stdin.readline()
+print(attempt(lambda: socket.create_connection(tcp[0].getsockname(), timeout=10)))
+for u in udp: u.settimeout(10)
+print(" ".join(attempt(lambda: u.recv(1)) for u in udp))
+"#
+        ),
+    );
+    let local = |port| Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    for i in 0..8 {
+        let line = p.line();
+        let (port, cookie) = line.split_once(' ').expect("PORT COOKIE");
+        let target = DestroyTarget {
+            family: Family::Ipv4,
+            proto: if i < 4 { Proto::Tcp } else { Proto::Udp },
+            local: local(port.parse().unwrap()),
+            remote: None,
+            cookie: cookie.parse().unwrap(),
+            netns: None,
+            pid: None,
+        };
+        assert_eq!(
+            destroy_through_sock_diag(&target).map_err(|e| e.to_string()),
+            Ok(()),
+            "member {i}: {target:?}"
+        );
+    }
+    p.send("go");
+    assert_eq!(
+        p.line(),
+        "ECONNREFUSED",
+        "no TCP member of the group is left"
+    );
+    assert_eq!(
+        p.line(),
+        "ECONNABORTED ECONNABORTED ECONNABORTED ECONNABORTED",
+        "every UDP member was destroyed"
+    );
 }

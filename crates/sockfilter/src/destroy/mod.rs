@@ -5,8 +5,9 @@
 //!   (Linux >= 6.5): matches the cookie on every socket of the namespace, so
 //!   each member of an SO_REUSEPORT group is reachable.
 //! - `sock_diag`: netlink `SOCK_DESTROY`, as `ss -K` does, on kernels
-//!   without the kfunc; it finds the socket by address, which misses
-//!   SO_REUSEPORT members the kernel's lookup does not pick.
+//!   without the kfunc; it finds the socket by a lookup on its address, which
+//!   picks one SO_REUSEPORT member by a hash of the peer: other members are
+//!   reached by asking again with other (made-up) peer ports.
 
 mod iter;
 mod sock_diag;
@@ -178,6 +179,14 @@ fn destroy_here(t: &DestroyTarget) -> Result<(), DestroyError> {
         Ok(result) => result,
         Err(_) => sock_diag::destroy_here(t),
     }
+}
+
+/// Destroys `t` through sock_diag's `SOCK_DESTROY`, in the calling thread's
+/// namespace, whatever [`destroy_method`] says: the path of kernels without
+/// `bpf_sock_destroy()`, public so that its tests run on every kernel.
+#[doc(hidden)]
+pub fn destroy_through_sock_diag(t: &DestroyTarget) -> Result<(), DestroyError> {
+    sock_diag::destroy_here(t)
 }
 
 /// Opens `/proc/PID/ns/net` of a process in namespace `netns`: `pid` when it

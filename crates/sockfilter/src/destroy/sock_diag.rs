@@ -1,9 +1,11 @@
 //! The fallback destroy path: sock_diag's `SOCK_DESTROY`, the way `ss -K`
 //! does it. The kernel finds the socket by a lookup on its endpoints and
 //! then checks the cookie, so a listener or unconnected UDP socket in an
-//! SO_REUSEPORT group is reached only if the lookup happens to pick it
-//! (measured on 6.18: it does not, for the other members); kernels with BPF
-//! socket iterators use [`super::iter`] instead.
+//! SO_REUSEPORT group is reached only if the lookup picks it: `ss -K`, which
+//! always asks with peer port 0, reaches one member only. The lookup picks a
+//! member by a hash of the peer, so [`destroy_here`] asks again with other
+//! peer ports until the cookie matches. Kernels with BPF socket iterators use
+//! [`super::iter`] instead.
 
 use super::{DestroyError, DestroyTarget};
 use crate::diag::{nl_socket, request, REQ_LEN};
@@ -93,29 +95,31 @@ fn destroy_once(sock: &OwnedFd, req: &[u8; REQ_LEN]) -> io::Result<i32> {
 }
 
 /// How many peer ports [`destroy`] tries for a socket without a remote
-/// endpoint before concluding it is gone.
-const REUSEPORT_TRIES: u16 = 64;
+/// endpoint before concluding it is gone. The lookup picks an SO_REUSEPORT
+/// member by a hash of the peer, uniformly: a group of n members is missed
+/// with probability (1 - 1/n)^tries (2 members: 2^-1024; 64 members: 1e-7).
+/// A socket that has closed costs all the tries (~5 ms).
+const REUSEPORT_TRIES: u16 = 1024;
 
 pub(super) fn destroy_here(t: &DestroyTarget) -> Result<(), DestroyError> {
     let sock = nl_socket()?;
     // The kernel finds the socket by a lookup on its endpoints, then checks
-    // the cookie: a mismatch is ESTALE for TCP, ENOENT for UDP (which also
-    // answers ENOENT when nothing is bound there). A listener or unconnected
-    // UDP socket in an SO_REUSEPORT group is picked by a hash of the (absent)
-    // peer, so other peer ports reach the other members.
+    // the cookie. A mismatch is ESTALE for TCP on recent kernels, ENOENT for
+    // TCP up to 6.1 (inet_diag_find_one_icsk maps it) and for UDP, and
+    // ENOENT is also the answer when nothing is bound there. A listener or
+    // unconnected UDP socket in an SO_REUSEPORT group is picked by a hash of
+    // the (absent) peer, so other peer ports reach the other members.
     let tries = if t.remote.is_some() {
         1
     } else {
         REUSEPORT_TRIES
     };
-    let udp = t.proto == sockfilter_model::Proto::Udp;
     for i in 0..tries {
         let fake_port = if i == 0 { 0 } else { 40000 + i };
         match destroy_once(&sock, &destroy_request(t, u32::from(i) + 1, fake_port))? {
             0 => return Ok(()),
-            libc::ESTALE => continue,
-            libc::ENOENT if udp => continue,
-            libc::ENOENT => return Err(DestroyError::NotFound { cookie: t.cookie }),
+            libc::ESTALE | libc::ENOENT if t.remote.is_none() => continue,
+            libc::ESTALE | libc::ENOENT => return Err(DestroyError::NotFound { cookie: t.cookie }),
             libc::EOPNOTSUPP => return Err(DestroyError::Unsupported),
             libc::EPERM | libc::EACCES => return Err(DestroyError::PermissionDenied),
             errno => return Err(io::Error::from_raw_os_error(errno).into()),
