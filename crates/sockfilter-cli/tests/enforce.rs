@@ -834,6 +834,46 @@ fn an_exe_rule_follows_its_file_when_it_is_replaced() {
     );
 }
 
+/// An exe rule may name a file whose directory does not exist yet (an
+/// application installed later): once it is installed there, the rule
+/// matches it. enforce skips the files of a missing directory at once, so
+/// this is what must still hold.
+#[test]
+fn an_exe_rule_matches_a_file_installed_after_the_start_in_a_new_directory() {
+    let dir = tmpdir("exe-later");
+    let cg = TestCgroup::new("enf-exe-later");
+    let later = dir.join("opt/app/bin");
+    let server = later.join("server");
+    let policy = write_policy(
+        &dir,
+        "p.toml",
+        &format!(
+            "default = \"allow\"\n\
+             [[rule]]\nname = \"server-may\"\naction = \"allow\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.9\"]\nexe = [\"{}\"]\n\
+             [[rule]]\nname = \"nobody-else\"\naction = \"deny\"\non = [\"bind\"]\nlocal_ip = [\"127.0.0.9\"]\n",
+            server.display()
+        ),
+    );
+    let _w = Watch::enforce(&cg, &policy);
+    std::fs::create_dir_all(&later).unwrap();
+    let installed = python_as(&dir, "server.new");
+    std::fs::rename(&installed, &server).unwrap();
+    let server = server.to_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut agent = Agent::start(&cg, &server, None);
+        let answer = agent.ask("bind 127.0.0.9 0 tcp");
+        if answer.starts_with("ok ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file installed after the start never matched its rule: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether BPF LSM works here, as enforce decides it: `doctor` found that
 /// an LSM program loads and attaches and that `bpf` is an active LSM (on
 /// this project's 6.18 VM `bpf` is listed, but loading is refused).
