@@ -69,6 +69,10 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
+/// How long a namespace found covered is taken to be so without asking
+/// the kernel again.
+const LIVENESS_FRESH: Duration = Duration::from_millis(1);
+
 /// A policy file in force.
 pub struct PolicyAgent {
     path: PathBuf,
@@ -79,6 +83,11 @@ pub struct PolicyAgent {
     /// dead one's inode number is attached too.
     namespaces: HashMap<u64, NetnsAttachment>,
     last_scan: Instant,
+    /// The namespace last found covered, and when: asking the kernel
+    /// (one bpf(2) call) for every event cost ~1 µs per event; a
+    /// namespace that reuses a dead one's inode is still found at its first
+    /// event after [`LIVENESS_FRESH`].
+    last_live: Option<(u64, Instant)>,
     rules: usize,
     /// The policy in force, when it names things of the host that can be
     /// replaced under it (`exe` files, `cgroup`s, units, containers): it is
@@ -240,6 +249,7 @@ impl PolicyAgent {
                 .map(|a| (a.ino, a))
                 .collect(),
             last_scan: Instant::now(),
+            last_live: None,
             rules: 0,
             followed: None,
             resolved: HostNames::default(),
@@ -355,6 +365,7 @@ impl PolicyAgent {
     /// another namespace is covered from its first listen.
     fn scan_namespaces(&mut self, w: &mut Watcher) {
         self.last_scan = Instant::now();
+        self.last_live = None;
         // First forget the namespaces that died: their inode numbers may
         // already name new ones.
         let dead: Vec<u64> = self
@@ -388,8 +399,15 @@ impl PolicyAgent {
 
     /// Whether socket lookup is attached to the live namespace `ino` (not
     /// to a dead one that had the same inode number).
-    fn covers(&self, ino: u64) -> bool {
-        self.namespaces.get(&ino).is_some_and(|a| a.is_live())
+    fn covers(&mut self, ino: u64) -> bool {
+        if let Some((last, at)) = self.last_live {
+            if last == ino && at.elapsed() < LIVENESS_FRESH {
+                return true;
+            }
+        }
+        let live = self.namespaces.get(&ino).is_some_and(|a| a.is_live());
+        self.last_live = live.then(|| (ino, Instant::now()));
+        live
     }
 
     /// Re-reads the file and installs it; an invalid file keeps the policy
