@@ -231,6 +231,102 @@ fn ia32_accept_and_udp_connect_are_reported() {
     assert_eq!(endpoint(&c, "local"), loopback(n[1] as u64), "{c}");
 }
 
+/// Persistent enforcement defers the 32-bit hook too: it runs at the exit
+/// of every system call of the host, so it is not attached while no 32-bit
+/// program runs; once one does, it is attached, pinned (it outlives the
+/// enforcer, as the 32-bit program may) and reports the 32-bit accept.
+#[test]
+fn enforce_attaches_the_32_bit_hook_only_once_a_32_bit_program_runs() {
+    use std::os::unix::fs::MetadataExt;
+    let _one = serial();
+    let dir = Scratch::new("ia32-enforce");
+    let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
+    let policy = dir.0.join("p.toml");
+    std::fs::write(
+        &policy,
+        "default = \"allow\"\n[[rule]]\nname = \"nothing\"\naction = \"deny\"\n\
+         on = [\"bind\"]\nlocal_port = [9]\n",
+    )
+    .unwrap();
+    let cg = TestCgroup::new("paths-ia32-enforce");
+    let mut w = Watch::enforce(&cg, &policy);
+    let ino = std::fs::metadata(&cg.path).unwrap().ino();
+    let links = PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}/links"));
+    assert!(
+        links.join("sf_exit_accept4").exists(),
+        "enforcement is pinned in {}",
+        links.display()
+    );
+    assert!(
+        !links.join("sf_compat_exit").exists(),
+        "the 32-bit hook is attached before any 32-bit program runs"
+    );
+    let mut trigger = Command::new(&bin);
+    trigger.stderr(Stdio::null());
+    cg.enter(&mut trigger);
+    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    w.wait_stderr("32-bit system calls are watched from now on");
+    assert!(
+        links.join("sf_compat_exit").exists(),
+        "the 32-bit hook is pinned with the rest of the enforcement"
+    );
+    let (p, n) = start(&cg, &bin, &["accept"]);
+    let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
+    assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
+    assert_eq!(a["verdict"], "allow", "{a}");
+}
+
+/// A 32-bit program started while no enforcer runs (the last one was
+/// killed before any ran, so its 32-bit hook was never attached): the next
+/// enforcer, adopting the pinned enforcement, attaches the hook at once and
+/// says that the gap's 32-bit accepts and UDP connects were not reported.
+#[test]
+fn a_32_bit_program_started_while_no_enforcer_ran_is_watched_by_the_next() {
+    use std::os::unix::fs::MetadataExt;
+    let _one = serial();
+    let dir = Scratch::new("ia32-gap");
+    let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
+    let policy = dir.0.join("p.toml");
+    std::fs::write(&policy, "default = \"allow\"\n").unwrap();
+    let cg = TestCgroup::new("paths-ia32-gap");
+    let _unload = UnloadOnDrop(cg.path.clone());
+    let (status, _) = Watch::enforce(&cg, &policy).stop(libc::SIGKILL);
+    assert!(!status.success(), "killed");
+    let mut trigger = Command::new(&bin);
+    trigger.stderr(Stdio::null());
+    cg.enter(&mut trigger);
+    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    let mut w = Watch::enforce(&cg, &policy);
+    assert!(
+        w.stderr_seen
+            .iter()
+            .any(|l| l.contains("a 32-bit program was started while no enforcer ran")),
+        "the adopting enforcer says so at start: {:?}",
+        w.stderr_seen
+    );
+    let ino = std::fs::metadata(&cg.path).unwrap().ino();
+    let links = PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}/links"));
+    assert!(links.join("sf_compat_exit").exists(), "attached and pinned");
+    let (p, n) = start(&cg, &bin, &["accept"]);
+    let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
+    assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
+}
+
+/// Removes a test's pinned enforcement (`sockfilter unload --cgroup`), also
+/// when the test fails after killing its enforcer.
+struct UnloadOnDrop(PathBuf);
+
+impl Drop for UnloadOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(sockfilter())
+            .arg("unload")
+            .arg("--cgroup")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[test]
 fn udp_sendmmsg_to_two_new_destinations_reports_two_connects() {
     let _one = serial();

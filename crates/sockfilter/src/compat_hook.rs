@@ -13,8 +13,11 @@
 //! accepts and UDP connects are not reported (its closes still are). A
 //! 64-bit program that makes 32-bit system calls itself (`int $0x80`)
 //! does not exec a 32-bit image and is not seen until a 32-bit program
-//! runs. Persistent enforcement (pinned programs) attaches it at start,
-//! as before.
+//! runs. Persistent enforcement defers it too, and pins it once attached
+//! (so it outlives the enforcer, as the 32-bit program may); an enforcer
+//! that adopts pinned enforcement without it attaches it at once if the
+//! exec hook counted a 32-bit exec meanwhile, and says that the 32-bit
+//! accepts and UDP connects of the gap were not reported.
 
 use std::io::Read;
 

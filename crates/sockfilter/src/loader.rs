@@ -404,9 +404,9 @@ impl Probe {
             if !wanted {
                 continue;
             }
-            if pins.is_none() && ARCH_HOOKS.iter().any(|h| h.program == hook.program) {
+            if ARCH_HOOKS.iter().any(|h| h.program == hook.program) {
                 // Verified now, attached when a 32-bit program runs
-                // (crate::compat_hook).
+                // (crate::compat_hook), and pinned then when persistent.
                 load_only(&mut bpf, hook, btf).map_err(|reason| LoadError::Program {
                     program: hook.program,
                     hook: hook.what,
@@ -484,12 +484,12 @@ impl Probe {
         for name in &names {
             loader.map_pin_path(name.as_str(), scope.map_path(name));
         }
-        let bpf = loader
+        let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| LoadError::Object(error_chain(&e)))?;
         let sk_lookup = SkLookup::from_pin(scope.program_path("sf_sk_lookup"))
             .map_err(|e| LoadError::Pinned(format!("program sf_sk_lookup: {}", error_chain(&e))))?;
-        let attached = HOOKS
+        let attached: Vec<&'static str> = HOOKS
             .iter()
             .chain(ARCH_HOOKS)
             .chain(URING_HOOKS.iter().copied().flatten())
@@ -497,17 +497,41 @@ impl Probe {
             .filter(|p| scope.program_path(p).exists())
             .collect();
         let namespaces = scope.sk_lookup_namespaces();
-        Ok(Probe {
+        // The 32-bit hook is pinned only once a 32-bit program ran; until
+        // then this enforcer defers it as a fresh one does.
+        let mut deferred = Vec::new();
+        for hook in ARCH_HOOKS {
+            if !attached.contains(&hook.program) {
+                load_only(&mut bpf, hook, btf).map_err(|reason| LoadError::Program {
+                    program: hook.program,
+                    hook: hook.what,
+                    reason,
+                })?;
+                deferred.push(hook);
+            }
+        }
+        let mut probe = Probe {
             bpf,
             cgroup_path,
             attached,
             _links: Vec::new(),
             pins: Some(scope),
             adopted: Some((sk_lookup, namespaces)),
-            deferred: Vec::new(),
+            deferred,
             replacing: None,
             replaced: None,
-        })
+        };
+        if !probe.deferred.is_empty() {
+            if probe.counter(crate::abi::COUNTER_COMPAT_EXECS) > 0 {
+                // The dead enforcer had not attached it, so the exec came
+                // in the gap (or just before it died).
+                eprintln!("sockfilter: a 32-bit program was started while no enforcer ran: its accepts and UDP connects until now were not reported");
+                probe.attach_deferred()?;
+            } else if crate::compat_hook::any_ia32_process() {
+                probe.attach_deferred()?;
+            }
+        }
+        Ok(probe)
     }
 
     /// The bpffs directory this probe keeps its enforcement in, when
@@ -715,8 +739,13 @@ impl Probe {
                 hook: hook.what,
                 reason,
             })?;
-            self._links.push(link);
             self.attached.push(hook.program);
+            match &self.pins {
+                // Persistent: pinned like the others, so that it outlives
+                // this process (the 32-bit program may still run).
+                Some(scope) => pin_one(scope, &mut self.bpf, hook.program, link)?,
+                None => self._links.push(link),
+            }
         }
         Ok(())
     }
@@ -987,6 +1016,24 @@ fn pin_all(
     scope
         .mark_complete(&crate::pinned::object_hash(OBJECT))
         .map_err(|e| LoadError::Pinned(format!("marking {}: {e}", scope.dir().display())))
+}
+
+/// Pins one program attached after the others were pinned, and its link.
+fn pin_one(
+    scope: &PinnedScope,
+    bpf: &mut Ebpf,
+    name: &'static str,
+    link: FdLink,
+) -> Result<(), LoadError> {
+    let failed =
+        |what: &str, e: aya::pin::PinError| LoadError::Pinned(format!("{what} {name}: {e}"));
+    if let Some(p) = bpf.program_mut(name) {
+        p.pin(scope.program_path(name))
+            .map_err(|e| failed("program", e))?;
+    }
+    link.pin(scope.link_path(name))
+        .map_err(|e| failed("link of", e))?;
+    Ok(())
 }
 
 /// Syscall tracepoints are attached by their tracefs id, so tracefs must be

@@ -91,6 +91,8 @@ pub struct Watch {
     lines: mpsc::Receiver<Value>,
     pub seen: Vec<Value>,
     pub stderr: mpsc::Receiver<String>,
+    /// The stderr lines read so far (by the waits).
+    pub stderr_seen: Vec<String>,
 }
 
 impl Watch {
@@ -159,6 +161,7 @@ impl Watch {
             lines,
             seen: Vec::new(),
             stderr,
+            stderr_seen: Vec::new(),
         };
         w.wait_stderr_within(ready, START);
         w
@@ -173,8 +176,12 @@ impl Watch {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
+                Ok(l) => {
+                    self.stderr_seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
                 Err(_) => panic!("watch did not print {needle:?} within {bound:?}"),
             }
         }
