@@ -3,6 +3,7 @@
 //! reported as `FILE:LINE:COLUMN: message`, like policy errors.
 
 use serde::Deserialize;
+use sockfilter_model::file_error::line_col;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,29 +15,7 @@ pub const DEFAULT_PATH: &str = "/etc/sockfilter/sockfilter.toml";
 
 /// A configuration error: `FILE:LINE:COLUMN: message`, or why the file could
 /// not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read config file: {err}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        err: std::io::Error,
-    },
-    /// The file is not a valid configuration.
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the offending key or value.
-        line: usize,
-        /// 1-based column (in characters).
-        column: usize,
-        /// What is wrong and what is allowed.
-        message: String,
-    },
-}
+pub type ConfigError = sockfilter_model::file_error::FileError;
 
 /// The validated configuration. Every section is optional.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +165,7 @@ impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Io {
+            what: "config",
             path: path.to_owned(),
             err,
         })?;
@@ -428,20 +408,6 @@ pub fn parse_syslog_address(s: &str) -> Result<SyslogAddress, String> {
             "address {s:?}: expected \"unix:PATH\", \"udp:HOST:PORT\" or \"tcp:HOST:PORT\""
         ))
     }
-}
-
-/// `(line, column)`, both 1-based, of byte `offset` in `text`; the column counts characters.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
 }
 
 #[cfg(test)]

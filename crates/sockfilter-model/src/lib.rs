@@ -9,6 +9,7 @@
 
 pub mod event;
 pub mod event_json;
+pub mod file_error;
 pub mod flow;
 pub mod host_names;
 mod json_write;

@@ -70,6 +70,7 @@ impl Policy {
     pub fn load(path: impl AsRef<Path>) -> Result<Policy, PolicyError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|err| PolicyError::Io {
+            what: "policy",
             path: path.to_path_buf(),
             err,
         })?;
@@ -122,30 +123,9 @@ impl Policy {
     }
 }
 
-/// Why a policy could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The file could not be read.
-    #[error("{}: cannot read policy file: {err}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        err: std::io::Error,
-    },
-    /// The file is not a valid policy.
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the offending key or value.
-        line: usize,
-        /// 1-based column (in characters) of the offending key or value.
-        column: usize,
-        /// What is wrong and what is allowed.
-        message: String,
-    },
-}
+/// Why a policy could not be loaded: `FILE:LINE:COLUMN: message`, or why
+/// the file could not be read.
+pub type PolicyError = crate::file_error::FileError;
 
 #[cfg(test)]
 mod tests;

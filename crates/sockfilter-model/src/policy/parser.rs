@@ -11,19 +11,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-/// `(line, column)`, both 1-based, of byte `offset` in `text`; the column counts characters.
-pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
+pub(super) use crate::file_error::line_col;
 
 /// Whether `s` is a non-empty run of ASCII digits.
 pub(super) fn is_digits(s: &str) -> bool {
