@@ -68,33 +68,39 @@ fn pinned_ids(kind: &str, dir: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Every id `bpftool -j KIND show` lists now.
-fn live_ids(kind: &str) -> Vec<u64> {
+/// Which of `ids` `bpftool -j KIND show` lists now, as "KIND ID".
+fn loaded(kind: &str, ids: &[u64]) -> Vec<String> {
     let out = Command::new("bpftool")
         .args(["-j", kind, "show"])
         .output()
         .expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| x["id"].as_u64()).collect())
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["id"].as_u64())
+        .filter(|id| ids.contains(id))
+        .map(|id| format!("{kind} {id}"))
+        .collect()
 }
 
-/// Which of `programs` and `links` (ids) are still loaded. Program and link
-/// ids are separate id spaces, which overlap in a freshly booted kernel
-/// (another test's live link may have a dead program's id): each kind is
-/// compared with its own.
-fn still_loaded(programs: &[u64], links: &[u64]) -> Vec<String> {
-    let live = |kind: &str, ids: &[u64]| {
-        live_ids(kind)
-            .into_iter()
-            .filter(|id| ids.contains(id))
-            .map(|id| format!("{kind} {id}"))
-            .collect::<Vec<_>>()
-    };
-    let mut out = live("prog", programs);
-    out.extend(live("link", links));
-    out
+/// Waits (bounded by WAIT) until none of `programs` and `links` (ids) is
+/// loaded any more, or fails naming those still loaded `when`. Programs are
+/// freed by the kernel once their last link goes. Program and link ids are
+/// separate id spaces, which overlap in a freshly booted kernel (another
+/// test's live link may have a dead program's id): each kind is compared
+/// with its own.
+fn assert_none_left(when: &str, programs: &[u64], links: &[u64]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut live = loaded("prog", programs);
+        live.extend(loaded("link", links));
+        if live.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still loaded {when}: {live:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// What `bpftool cgroup show CG` lists (one line per attached program).
@@ -254,19 +260,7 @@ fn a_killed_enforcer_keeps_enforcing_the_next_adopts_without_a_gap_and_unload_re
     let said = unload(&[]);
     assert!(said.contains(&scope.display().to_string()), "{said}");
     assert!(!scope.exists(), "{scope:?} is still there");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        // Programs are freed by the kernel once their last link goes.
-        let live = still_loaded(&programs, &links);
-        if live.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still loaded after unload: {live:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_none_left("after unload", &programs, &links);
     assert_eq!(attached_to(&cg).lines().skip(1).count(), 0);
     assert_eq!(a.run(&bind), "ok", "after unload, the bind succeeds");
     // Nothing left: unload is still a success.
@@ -301,14 +295,7 @@ fn sigterm_removes_everything_and_unload_leaves_a_running_enforcer_alone() {
     assert!(status.success(), "{status}");
     assert!(!scope.exists(), "SIGTERM left {scope:?}");
     assert_eq!(attached_to(&cg).lines().skip(1).count(), 0);
-    let deadline = Instant::now() + WAIT;
-    while live_ids("prog").iter().any(|id| programs.contains(id)) {
-        assert!(
-            Instant::now() < deadline,
-            "programs still loaded after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_none_left("after SIGTERM", &programs, &[]);
     assert_eq!(a.run(&bind), "ok");
 }
 
@@ -394,18 +381,11 @@ fn another_builds_enforcement_is_replaced_without_a_gap() {
         "programs on the cgroup (denials enforced_by {}):\n{listing}",
         denied["enforced_by"]
     );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let live = still_loaded(&old_programs, &old_links);
-        if live.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the other build's programs are still loaded: {live:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_none_left(
+        "after another build's enforcement was replaced",
+        &old_programs,
+        &old_links,
+    );
     assert!(
         scope.join(&ours).is_dir(),
         "the state is marked as this build's"

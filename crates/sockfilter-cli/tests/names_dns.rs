@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -190,6 +190,21 @@ impl Client {
         Client::spawn(cmd)
     }
 
+    /// The client under `sockfilter supervise --policy POLICY`, in the
+    /// test's cgroup and in the namespace (so with its resolv.conf), as root.
+    fn supervised(cg: &TestCgroup, world: &NameWorld, policy: &Path) -> Client {
+        let mut cmd = Command::new(sockfilter());
+        cmd.arg("supervise")
+            .arg("--policy")
+            .arg(policy)
+            .args(["--", "ip", "netns", "exec", &world.ns.name])
+            .args([&python_exe(), "-u", "-c", CLIENT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        cg.enter(&mut cmd);
+        Client::spawn(cmd)
+    }
+
     /// Runs `cmd`, which runs the client script, and waits for its "ready".
     fn spawn(mut cmd: Command) -> Client {
         let mut child = cmd.spawn().expect("start the client");
@@ -296,47 +311,94 @@ fn after_the_ttl_a_reused_address_gets_its_new_name() {
     );
 }
 
-#[test]
-fn enforce_allows_connects_by_the_name_they_were_resolved_from() {
-    let cg = TestCgroup::new("names-enforce");
-    let world = NameWorld::new("names-enforce");
-    let _dns = world.dnsmasq(&[
-        "--host-record=a.allowed.test,10.77.0.5",
-        "--host-record=b.denied.test,10.77.0.6",
-        "--local-ttl=300",
-    ]);
-    let dir = std::env::temp_dir().join(format!("sf-names-enforce-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
+/// Whom the rules of [`by_name_policy`] are for.
+#[derive(Clone, Copy)]
+enum RulesFor {
+    /// uid 65534 only; the rules are named `nobody-...`.
+    Nobody,
+    /// Every user; the rules are named without a prefix.
+    Everyone,
+}
+
+/// The policy the deciding tests enforce: DNS is allowed (the client has to
+/// resolve), connects to an address resolved from `*.allowed.test` are
+/// allowed by name, every other connect is denied.
+fn by_name_policy(rules_for: RulesFor) -> String {
+    let (prefix, uid) = match rules_for {
+        RulesFor::Nobody => ("nobody-", "uid = [65534]\n"),
+        RulesFor::Everyone => ("", ""),
+    };
+    format!(
         r#"
 default = "allow"
 
 [[rule]]
-name = "nobody-dns"
+name = "{prefix}dns"
 action = "allow"
 on = ["connect"]
-uid = [65534]
-remote_port = [53]
+{uid}remote_port = [53]
 
 [[rule]]
-name = "nobody-allowed-names"
+name = "{prefix}allowed-names"
 action = "allow"
 on = ["connect"]
-uid = [65534]
-remote_host = ["*.allowed.test"]
+{uid}remote_host = ["*.allowed.test"]
 
 [[rule]]
-name = "nobody-nothing-else"
+name = "{prefix}nothing-else"
 action = "deny"
 on = ["connect"]
-uid = [65534]
-"#,
+{uid}"#
     )
-    .unwrap();
-    let mut w = Watch::enforce(&cg, &policy);
-    let mut c = Client::start(&cg, &world, Some(65534));
+}
+
+/// The world of the tests that decide connects by name: the test's cgroup,
+/// a namespace whose dnsmasq answers a.allowed.test (10.77.0.5) and
+/// b.denied.test (10.77.0.6) while 10.77.0.7 has no name, and
+/// [`by_name_policy`] in a file of its own. All removed when dropped.
+struct ByNameWorld {
+    // Dropped in this order: dnsmasq, the namespace, the cgroup.
+    _dns: Dnsmasq,
+    net: NameWorld,
+    cg: TestCgroup,
+    dir: PathBuf,
+    policy: PathBuf,
+}
+
+impl ByNameWorld {
+    fn new(tag: &str, rules_for: RulesFor) -> ByNameWorld {
+        let cg = TestCgroup::new(tag);
+        let net = NameWorld::new(tag);
+        let dns = net.dnsmasq(&[
+            "--host-record=a.allowed.test,10.77.0.5",
+            "--host-record=b.denied.test,10.77.0.6",
+            "--local-ttl=300",
+        ]);
+        let dir = std::env::temp_dir().join(format!("sf-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("policy.toml");
+        std::fs::write(&policy, by_name_policy(rules_for)).unwrap();
+        ByNameWorld {
+            _dns: dns,
+            net,
+            cg,
+            dir,
+            policy,
+        }
+    }
+}
+
+impl Drop for ByNameWorld {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn enforce_allows_connects_by_the_name_they_were_resolved_from() {
+    let world = ByNameWorld::new("names-enforce", RulesFor::Nobody);
+    let mut w = Watch::enforce(&world.cg, &world.policy);
+    let mut c = Client::start(&world.cg, &world.net, Some(65534));
 
     let (addr, port, r) = c.connect("gai", "a.allowed.test");
     assert_eq!(
@@ -380,9 +442,9 @@ uid = [65534]
 
     // A reload: names resolved under the previous policy count under the
     // new one without being resolved again.
-    let text = std::fs::read_to_string(&policy).unwrap();
+    let text = std::fs::read_to_string(&world.policy).unwrap();
     std::fs::write(
-        &policy,
+        &world.policy,
         text.replace("nobody-allowed-names", "nobody-allowed-names-v2"),
     )
     .unwrap();
@@ -399,56 +461,12 @@ uid = [65534]
         r, "EPERM",
         "b.denied.test's address is still denied after the reload"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn supervise_decides_connects_by_the_name_they_were_resolved_from() {
-    let cg = TestCgroup::new("names-supervise");
-    let world = NameWorld::new("names-supervise");
-    let _dns = world.dnsmasq(&[
-        "--host-record=a.allowed.test,10.77.0.5",
-        "--host-record=b.denied.test,10.77.0.6",
-        "--local-ttl=300",
-    ]);
-    let dir = std::env::temp_dir().join(format!("sf-names-supervise-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        r#"
-default = "allow"
-
-[[rule]]
-name = "dns"
-action = "allow"
-on = ["connect"]
-remote_port = [53]
-
-[[rule]]
-name = "allowed-names"
-action = "allow"
-on = ["connect"]
-remote_host = ["*.allowed.test"]
-
-[[rule]]
-name = "nothing-else"
-action = "deny"
-on = ["connect"]
-"#,
-    )
-    .unwrap();
-    // The client in the namespace (its resolv.conf), under supervise.
-    let mut cmd = Command::new(sockfilter());
-    cmd.arg("supervise")
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--", "ip", "netns", "exec", &world.ns.name])
-        .args([&python_exe(), "-u", "-c", CLIENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    cg.enter(&mut cmd);
-    let mut c = Client::spawn(cmd);
+    let world = ByNameWorld::new("names-supervise", RulesFor::Everyone);
+    let mut c = Client::supervised(&world.cg, &world.net, &world.policy);
 
     let (addr, _, r) = c.connect("gai", "a.allowed.test");
     assert_eq!(
@@ -470,8 +488,6 @@ on = ["connect"]
         ("10.77.0.5", "ok"),
         "raw query"
     );
-    drop(c);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
