@@ -190,6 +190,16 @@ pub(super) const ARCH_HOOKS: &[Hook] = &[Hook {
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) const ARCH_HOOKS: &[Hook] = &[];
 
+/// [`load_only`] for a hook attached later (the 32-bit hook), its refusal
+/// as a [`LoadError`].
+pub(super) fn load_for_later(bpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), LoadError> {
+    load_only(bpf, hook, btf).map_err(|reason| LoadError::Program {
+        program: hook.program,
+        hook: hook.what,
+        reason,
+    })
+}
+
 /// Loads a `tp_btf` hook's program without attaching it.
 pub(super) fn load_only(bpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
     let HookKind::TpBtf(name) = hook.kind else {

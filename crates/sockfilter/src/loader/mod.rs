@@ -17,8 +17,8 @@ mod persistent;
 mod seed;
 
 use hooks::{
-    attach_first, attach_loaded, attach_one, ensure_tracefs, load_only, lsm_programs_load, Hook,
-    HookKind, ARCH_HOOKS, HOOKS, URING_HOOKS,
+    attach_first, attach_loaded, attach_one, ensure_tracefs, load_for_later, lsm_programs_load,
+    Hook, HookKind, ARCH_HOOKS, HOOKS, URING_HOOKS,
 };
 use persistent::{open_pins, pin_all, pin_one};
 use seed::seed_executables;
@@ -180,28 +180,13 @@ impl Probe {
                     probe.replacing = Some((scope, hash));
                     return Ok(probe);
                 }
+                // An enforcer that died while pinning: start over.
                 PinnedState::Partial => {
                     scope.clear();
-                    return Probe::attach_fresh(
-                        opts,
-                        cgroup_path,
-                        cgroup,
-                        &btf,
-                        &globals,
-                        Some(scope),
-                    );
                 }
-                PinnedState::Empty => {
-                    return Probe::attach_fresh(
-                        opts,
-                        cgroup_path,
-                        cgroup,
-                        &btf,
-                        &globals,
-                        Some(scope),
-                    )
-                }
+                PinnedState::Empty => {}
             }
+            return Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, Some(scope));
         }
         Probe::attach_fresh(opts, cgroup_path, cgroup, &btf, &globals, None)
     }
@@ -245,11 +230,7 @@ impl Probe {
             if ARCH_HOOKS.iter().any(|h| h.program == hook.program) {
                 // Verified now, attached when a 32-bit program runs
                 // (crate::compat_hook), and pinned then when persistent.
-                load_only(&mut bpf, hook, btf).map_err(|reason| LoadError::Program {
-                    program: hook.program,
-                    hook: hook.what,
-                    reason,
-                })?;
+                load_for_later(&mut bpf, hook, btf)?;
                 deferred.push(hook);
                 continue;
             }

@@ -2,7 +2,7 @@
 //! what a dead enforcer pinned, replacing another build's pins, and the
 //! pinned rule names (crate::pinned has the layout).
 
-use super::hooks::{load_only, ARCH_HOOKS, HOOKS, URING_HOOKS};
+use super::hooks::{load_for_later, ARCH_HOOKS, HOOKS, URING_HOOKS};
 use super::{error_chain, Globals, LoadError, Probe, OBJECT};
 use crate::netns_tag::NetnsAttachment;
 use crate::pinned::PinnedScope;
@@ -46,11 +46,7 @@ impl Probe {
         let mut deferred = Vec::new();
         for hook in ARCH_HOOKS {
             if !attached.contains(&hook.program) {
-                load_only(&mut bpf, hook, btf).map_err(|reason| LoadError::Program {
-                    program: hook.program,
-                    hook: hook.what,
-                    reason,
-                })?;
+                load_for_later(&mut bpf, hook, btf)?;
                 deferred.push(hook);
             }
         }
