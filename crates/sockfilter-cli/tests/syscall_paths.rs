@@ -202,10 +202,7 @@ fn ia32_accept_and_udp_connect_are_reported() {
     // The hook for 32-bit system calls is attached when a 32-bit program
     // first runs (sockfilter::compat_hook, which documents the window
     // until then): one run of the fixture (its usage message) triggers it.
-    let mut trigger = Command::new(&bin);
-    trigger.stderr(Stdio::null());
-    cg.enter(&mut trigger);
-    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    run_32_bit_program_once(&cg, &bin);
     w.wait_stderr("32-bit system calls are watched from now on");
 
     let (p, n) = start(&cg, &bin, &["accept"]);
@@ -261,10 +258,7 @@ fn enforce_attaches_the_32_bit_hook_only_once_a_32_bit_program_runs() {
         !links.join("sf_compat_exit").exists(),
         "the 32-bit hook is attached before any 32-bit program runs"
     );
-    let mut trigger = Command::new(&bin);
-    trigger.stderr(Stdio::null());
-    cg.enter(&mut trigger);
-    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    run_32_bit_program_once(&cg, &bin);
     w.wait_stderr("32-bit system calls are watched from now on");
     assert!(
         links.join("sf_compat_exit").exists(),
@@ -292,10 +286,7 @@ fn a_32_bit_program_started_while_no_enforcer_ran_is_watched_by_the_next() {
     let _unload = UnloadOnDrop(cg.path.clone());
     let (status, _) = Watch::enforce(&cg, &policy).stop(libc::SIGKILL);
     assert!(!status.success(), "killed");
-    let mut trigger = Command::new(&bin);
-    trigger.stderr(Stdio::null());
-    cg.enter(&mut trigger);
-    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
+    run_32_bit_program_once(&cg, &bin);
     let mut w = Watch::enforce(&cg, &policy);
     assert!(
         w.stderr_seen
@@ -310,6 +301,15 @@ fn a_32_bit_program_started_while_no_enforcer_ran_is_watched_by_the_next() {
     let (p, n) = start(&cg, &bin, &["accept"]);
     let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
     assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
+}
+
+/// Runs the 32-bit fixture once in `cg` (it prints its usage and exits
+/// non-zero): what makes sockfilter attach its 32-bit hook.
+fn run_32_bit_program_once(cg: &TestCgroup, bin: &std::path::Path) {
+    let mut trigger = Command::new(bin);
+    trigger.stderr(Stdio::null());
+    cg.enter(&mut trigger);
+    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
 }
 
 /// Removes a test's pinned enforcement (`sockfilter unload --cgroup`), also
