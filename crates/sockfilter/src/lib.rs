@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod ancestry;
 mod batch_timer;
+mod bpf_syscall;
 pub mod cgroup;
 pub mod cgroup_changes;
 pub mod compat_hook;

@@ -81,7 +81,7 @@ impl NetnsAttachment {
     /// kernel detaches a namespace's links when it dies (their namespace
     /// inode then reads 0), and only then may its inode number be reused.
     pub fn is_live(&self) -> bool {
-        crate::pinned::link_netns(self.link.as_raw_fd()) == Some(self.ino as u32)
+        crate::bpf_syscall::link_netns(self.link.as_fd()) == Some(self.ino as u32)
     }
 }
 

@@ -25,11 +25,10 @@
 //! leftovers. Scope directories are created and removed under a lock on
 //! `/sys/fs/bpf/sockfilter` itself.
 
-use std::ffi::CString;
+use crate::bpf_syscall::{link_detach, obj_get, obj_pin};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Where bpffs is mounted (mounted there if it is not).
@@ -175,7 +174,10 @@ impl PinnedScope {
         ino: u64,
         cookie: u64,
     ) -> io::Result<aya::programs::links::FdLink> {
-        obj_pin(tag, &self.link_path(&format!("{TAG_LINK}{ino}-{cookie}")))?;
+        obj_pin(
+            tag.as_fd(),
+            &self.link_path(&format!("{TAG_LINK}{ino}-{cookie}")),
+        )?;
         main.pin(self.link_path(&format!("{MAIN_LINK}{ino}-{cookie}")))
             .map(aya::programs::links::FdLink::from)
             .map_err(io::Error::other)
@@ -333,7 +335,8 @@ fn remove_scope_contents(dir: &Path) -> Removed {
         let path = entry.path();
         let fd = obj_get(&path).ok();
         if let Some(fd) = &fd {
-            link_detach(fd.as_raw_fd());
+            // Refused only for links that cannot be detached, seen to below.
+            let _ = link_detach(fd.as_fd());
         }
         if std::fs::remove_file(&path).is_ok() {
             removed.links += 1;
@@ -397,67 +400,6 @@ fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_DETACH: libc::c_long = 34;
-
-/// The bpf(2) system call on a zeroed, `bpf_attr`-sized buffer.
-pub(crate) fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Opens a pinned object (BPF_OBJ_GET).
-pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut attr = [0u64; 16];
-    attr[0] = c.as_ptr() as u64; // pathname
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Pins `fd` at `path` (BPF_OBJ_PIN).
-pub(crate) fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut attr = [0u64; 16];
-    attr[0] = c.as_ptr() as u64; // pathname
-    attr[1] = fd.as_raw_fd() as u32 as u64; // bpf_fd
-    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
-}
-
-fn link_detach(fd: i32) {
-    let mut attr = [0u64; 16];
-    attr[0] = fd as u32 as u64; // link_detach.link_fd
-    let _ = bpf(BPF_LINK_DETACH, &mut attr);
-}
-
-/// The network namespace (inode) a netns link (socket lookup) is attached
-/// to, as the kernel says; 0 once the namespace died.
-pub(crate) fn link_netns(fd: i32) -> Option<u32> {
-    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
-    // whose netns member starts with netns_ino (offset 16).
-    let mut info = [0u32; 32];
-    let mut attr = [0u64; 16];
-    attr[0] = (fd as u32 as u64) | ((std::mem::size_of_val(&info) as u64) << 32);
-    attr[1] = info.as_mut_ptr() as u64;
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
-    Some(info[4])
 }
 
 #[cfg(test)]

@@ -10,42 +10,29 @@
 //! bytes; what does not fit in 512 KiB is left out (those rules are
 //! then unnamed after a crash).
 
-use crate::pinned::{bpf, obj_get, obj_pin};
+use crate::bpf_syscall::{map_create, map_lookup_elem, map_update_elem, obj_get, obj_pin};
+use aya_obj::generated::bpf_map_type;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// Bytes per slot.
 const BLOB: usize = 512 << 10;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_TYPE_ARRAY: u64 = 2;
-
-/// The map pinned at `path`, created and pinned there if there is none.
+/// The map pinned at `path`, created and pinned there if there is none:
+/// an array of two (policy slots) blobs of [`BLOB`] bytes.
 fn open_or_create(path: &Path) -> io::Result<OwnedFd> {
     if let Ok(fd) = obj_get(path) {
         return Ok(fd);
     }
-    let mut attr = [0u64; 16];
-    // map_type, key_size | value_size << 32, max_entries
-    attr[0] = BPF_MAP_TYPE_ARRAY | (4 << 32);
-    attr[1] = BLOB as u64 | (2 << 32);
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel returned a new descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    obj_pin(&fd, path)?;
+    let fd = map_create(
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        std::mem::size_of::<u32>() as u32,
+        BLOB as u32,
+        2,
+    )?;
+    obj_pin(fd.as_fd(), path)?;
     Ok(fd)
-}
-
-fn element(fd: &OwnedFd, cmd: libc::c_long, slot: u32, blob: &mut [u8]) -> io::Result<()> {
-    let key = slot;
-    let mut attr = [0u64; 16];
-    attr[0] = fd.as_raw_fd() as u32 as u64; // map_fd
-    attr[1] = &key as *const u32 as u64; // key
-    attr[2] = blob.as_mut_ptr() as u64; // value
-    bpf(cmd, &mut attr).map(drop)
 }
 
 fn encode(names: &[String]) -> Vec<u8> {
@@ -91,7 +78,11 @@ fn decode(blob: &[u8]) -> Vec<String> {
 pub fn save(path: &Path, slots: &[Vec<String>; 2]) -> io::Result<()> {
     let fd = open_or_create(path)?;
     for (slot, names) in slots.iter().enumerate() {
-        element(&fd, BPF_MAP_UPDATE_ELEM, slot as u32, &mut encode(names))?;
+        let blob = encode(names);
+        // SAFETY: the key is a u32 and the blob BLOB bytes, the sizes
+        // open_or_create gives the map: only sockfilter pins in its scope's
+        // directory, which it clears of another build's state first.
+        unsafe { map_update_elem(fd.as_fd(), &(slot as u32).to_ne_bytes(), &blob) }?;
     }
     Ok(())
 }
@@ -102,7 +93,8 @@ pub fn load(path: &Path) -> Option<[Vec<String>; 2]> {
     let mut out: [Vec<String>; 2] = Default::default();
     for (slot, names) in out.iter_mut().enumerate() {
         let mut blob = vec![0u8; BLOB];
-        element(&fd, BPF_MAP_LOOKUP_ELEM, slot as u32, &mut blob).ok()?;
+        // SAFETY: as in save: the map's key and value sizes.
+        unsafe { map_lookup_elem(fd.as_fd(), &(slot as u32).to_ne_bytes(), &mut blob) }.ok()?;
         *names = decode(&blob);
     }
     Some(out)

@@ -4,9 +4,11 @@
 //! aya loads programs from ELF objects; a probe needs a program of a given
 //! type, expected attach type and BTF target, which is one `BPF_PROG_LOAD`.
 //! The per-namespace tag program of socket lookup ([`crate::netns_tag`]) is
-//! built and loaded the same way.
+//! built and loaded the same way. The system call itself is
+//! [`crate::bpf_syscall`]'s.
 
-use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
+use crate::bpf_syscall::{bpf_fd, zeroed_attr};
+use aya_obj::generated::{bpf_attach_type, bpf_cmd, bpf_prog_type};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -114,28 +116,6 @@ pub(crate) struct ProgSpec<'a> {
     pub insns: &'a [Insn],
 }
 
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a valid, fully initialised bpf_attr for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: these commands return a new file descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-fn zeroed_attr() -> bpf_attr {
-    // SAFETY: all-zero is the valid "unused" value of every bpf_attr field.
-    unsafe { std::mem::zeroed() }
-}
-
 /// Loads a program; on failure the error carries the verifier's last words.
 pub(super) fn load(spec: &ProgSpec) -> Result<OwnedFd, String> {
     load_named(spec, "sf_probe")
@@ -161,7 +141,9 @@ pub(crate) fn load_named(spec: &ProgSpec, name: &str) -> Result<OwnedFd, String>
     u.log_level = 1;
     u.log_size = log.len() as u32;
     u.log_buf = log.as_mut_ptr() as u64;
-    sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
+    // SAFETY: insns, LICENSE and log outlive the call, log for the size
+    // given; BPF_PROG_LOAD returns a new descriptor.
+    unsafe { bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr) }.map_err(|e| {
         let text = String::from_utf8_lossy(&log);
         let last = text
             .trim_end_matches('\0')
@@ -186,7 +168,9 @@ pub(super) fn attach_btf_target(prog: &OwnedFd) -> Result<OwnedFd, String> {
     let u = unsafe { &mut attr.raw_tracepoint };
     u.name = 0;
     u.prog_fd = prog.as_raw_fd() as u32;
-    sys_bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr).map_err(attach_error)
+    // SAFETY: no pointer set (no name: the BTF target); the command returns
+    // a new descriptor.
+    unsafe { bpf_fd(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr) }.map_err(attach_error)
 }
 
 /// `BPF_LINK_CREATE` of an iterator program.
@@ -196,7 +180,9 @@ pub(super) fn iterator_link(prog: &OwnedFd) -> Result<OwnedFd, String> {
     let u = unsafe { &mut attr.link_create };
     u.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
     u.attach_type = bpf_attach_type::BPF_TRACE_ITER as u32;
-    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_error)
+    // SAFETY: descriptors only, no pointer; BPF_LINK_CREATE returns a new
+    // descriptor.
+    unsafe { bpf_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr) }.map_err(attach_error)
 }
 
 /// `BPF_LINK_CREATE` of `prog` on `target` (a network namespace for
@@ -212,14 +198,18 @@ pub(crate) fn link_create(
     u.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
     u.__bindgen_anon_2.target_fd = target.as_raw_fd() as u32;
     u.attach_type = attach as u32;
-    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_error)
+    // SAFETY: descriptors only, no pointer; BPF_LINK_CREATE returns a new
+    // descriptor.
+    unsafe { bpf_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr) }.map_err(attach_error)
 }
 
 /// Runs an iterator to its end (`BPF_ITER_CREATE`, then read until EOF).
 pub(super) fn run_iterator(link: &OwnedFd) -> Result<(), String> {
     let mut attr = zeroed_attr();
     attr.iter_create.link_fd = link.as_raw_fd() as u32;
-    let fd = sys_bpf(bpf_cmd::BPF_ITER_CREATE, &mut attr)
+    // SAFETY: the link's descriptor only, no pointer; BPF_ITER_CREATE
+    // returns a new descriptor.
+    let fd = unsafe { bpf_fd(bpf_cmd::BPF_ITER_CREATE, &mut attr) }
         .map_err(|e| format!("creating the iterator failed: {e}"))?;
     let mut f = std::fs::File::from(fd);
     let mut sink = Vec::new();
