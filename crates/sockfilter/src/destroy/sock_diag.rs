@@ -36,7 +36,7 @@ fn raw_addr(family: sockfilter_model::Family, ip: IpAddr) -> [u8; 16] {
 
 /// The `SOCK_DESTROY` request: nlmsghdr + inet_diag_req_v2 naming one socket
 /// exactly (both endpoints and the cookie). `fake_peer_port` stands in for
-/// the remote port of a socket without one (see [`destroy`]).
+/// the remote port of a socket without one (see [`destroy_here`]).
 fn destroy_request(t: &DestroyTarget, seq: u32, fake_peer_port: u16) -> [u8; REQ_LEN] {
     let family = match t.family {
         sockfilter_model::Family::Ipv4 => libc::AF_INET as u8,
@@ -94,7 +94,7 @@ fn destroy_once(sock: &OwnedFd, req: &[u8; REQ_LEN]) -> io::Result<i32> {
     }
 }
 
-/// How many peer ports [`destroy`] tries for a socket without a remote
+/// How many peer ports [`destroy_here`] tries for a socket without a remote
 /// endpoint before concluding it is gone. The lookup picks an SO_REUSEPORT
 /// member by a hash of the peer, uniformly: a group of n members is missed
 /// with probability (1 - 1/n)^tries (2 members: 2^-1024; 64 members: 1e-7).

@@ -524,7 +524,7 @@ pub fn file_identity(path: &str) -> Option<(u32, u64)> {
 }
 
 /// Removes every hash-map entry of `slot`, whoever wrote it (the arrays are
-/// overwritten whole by [`write`]).
+/// overwritten whole by [`write()`]).
 fn clear_slot(bpf: &mut Ebpf, slot: u32) -> Result<(), EnforceError> {
     macro_rules! clear {
         ($name:literal, $key:ty, $val:ty) => {{
