@@ -167,16 +167,8 @@ pub(crate) unsafe fn map_lookup_elem(
     key: &[u8],
     value: &mut [u8],
 ) -> io::Result<()> {
-    let mut attr = zeroed_attr();
-    // SAFETY: writing the BPF_MAP_*_ELEM member of the union; key and value
-    // are valid for the map's sizes, as the caller promised.
-    unsafe {
-        let u = &mut attr.__bindgen_anon_2;
-        u.map_fd = map.as_raw_fd() as u32;
-        u.key = key.as_ptr() as u64;
-        u.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
-        bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr).map(drop)
-    }
+    // SAFETY: passed on from the caller; value is writable.
+    unsafe { map_elem(bpf_cmd::BPF_MAP_LOOKUP_ELEM, map, key, value.as_mut_ptr()) }
 }
 
 /// Sets the value of `key` in map `map` to `value`, whether or not it had
@@ -191,16 +183,39 @@ pub(crate) unsafe fn map_update_elem(
     key: &[u8],
     value: &[u8],
 ) -> io::Result<()> {
+    // SAFETY: passed on from the caller; the kernel only reads value.
+    unsafe {
+        map_elem(
+            bpf_cmd::BPF_MAP_UPDATE_ELEM,
+            map,
+            key,
+            value.as_ptr().cast_mut(),
+        )
+    }
+}
+
+/// One `BPF_MAP_*_ELEM` command on `key` and the value at `value` (flags 0:
+/// `BPF_ANY` for an update).
+///
+/// # Safety
+///
+/// `key` and the memory at `value` must be at least the map's key and value
+/// sizes, and `value` writable for a lookup.
+unsafe fn map_elem(
+    cmd: bpf_cmd,
+    map: BorrowedFd<'_>,
+    key: &[u8],
+    value: *mut u8,
+) -> io::Result<()> {
     let mut attr = zeroed_attr();
-    // SAFETY: writing the BPF_MAP_*_ELEM member of the union (flags 0:
-    // BPF_ANY); key and value are valid for the map's sizes, as the caller
-    // promised, and only read.
+    // SAFETY: writing the BPF_MAP_*_ELEM member of the union; key and value
+    // are valid for the map's sizes, as the caller promised.
     unsafe {
         let u = &mut attr.__bindgen_anon_2;
         u.map_fd = map.as_raw_fd() as u32;
         u.key = key.as_ptr() as u64;
-        u.__bindgen_anon_1.value = value.as_ptr() as u64;
-        bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+        u.__bindgen_anon_1.value = value as u64;
+        bpf(cmd, &mut attr).map(drop)
     }
 }
 

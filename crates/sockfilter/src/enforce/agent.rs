@@ -157,7 +157,8 @@ impl Followed {
 struct HostNames {
     /// In the order of [`Followed::exe`].
     exe: Vec<Option<(u32, u64)>>,
-    cgroup: Vec<(String, Option<u64>)>,
+    /// In the order of [`Followed::cgroup`].
+    cgroup: Vec<Option<u64>>,
     workloads: Vec<(String, u64)>,
 }
 
@@ -200,11 +201,7 @@ impl HostNames {
         }
         HostNames {
             exe,
-            cgroup: followed
-                .cgroup
-                .iter()
-                .map(|p| (p.clone(), cgroup_id(root, p)))
-                .collect(),
+            cgroup: followed.cgroup.iter().map(|p| cgroup_id(root, p)).collect(),
             workloads: Vec::new(),
         }
     }
