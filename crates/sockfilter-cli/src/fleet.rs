@@ -41,8 +41,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let hosts =
         crate::watch::runtime()?.block_on(sockfilter_daemon::fleet::listeners(&args.nats))?;
     let mut rows = 0;
+    // The bucket is written over the network: a value that is not the
+    // daemon's is skipped and reported, never a panic.
+    let mut not_listeners = 0;
     for h in &hosts {
         for l in &h.listeners {
+            if !l.is_object() {
+                not_listeners += 1;
+                continue;
+            }
             let port = l["local"]["port"].as_u64();
             if args.port.is_some_and(|p| port != Some(u64::from(p))) {
                 continue;
@@ -67,13 +74,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if not_listeners > 0 {
+        eprintln!(
+            "sockfilter: {not_listeners} entries of the bucket are not a listener and were skipped"
+        );
+    }
     if !args.json {
         eprintln!("sockfilter: {rows} sockets on {} hosts", hosts.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `web-01  tcp4 0.0.0.0:22  pid 612 uid 0 sshd /usr/sbin/sshd`.
+/// `web-01  tcp4 0.0.0.0:22  pid 612 uid 0 sshd /usr/sbin/sshd`. Every
+/// string comes from the bucket, which any writer to it controls: each one
+/// is escaped.
 fn text_row(host: &str, l: &Value) -> String {
     let s = |k: &str| l[k].as_str().unwrap_or("?");
     let family = if s("family") == "ipv6" { "6" } else { "4" };
@@ -81,8 +95,8 @@ fn text_row(host: &str, l: &Value) -> String {
     format!(
         "{:<16} {}{family} {:<28} pid {:<7} uid {:<5} {:<15} {}",
         sockfilter_model::text::escape(host),
-        s("proto"),
-        ip,
+        sockfilter_model::text::escape(s("proto")),
+        sockfilter_model::text::escape(&ip),
         l["pid"].as_u64().map_or("?".into(), |p| p.to_string()),
         l["uid"].as_u64().map_or("?".into(), |p| p.to_string()),
         sockfilter_model::text::escape(s("comm")),

@@ -303,3 +303,107 @@ fn fleet_listeners_without_a_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_host_name_with_dots_keeps_its_subject_stream_and_bucket_key() {
+    // A hostname is often the FQDN: its dots belong to the host, not to
+    // the subject (the stream is still `sockfilter_events`, the key the
+    // whole name).
+    let cg = TestCgroup::new("daemon-nats-fqdn");
+    let dir = TempDir::new("daemon-nats-fqdn");
+    let port = free_port();
+    let _server = nats_server(&dir, port, "nats.log");
+    let host = "web-01.example.com";
+    let d = Daemon::start(
+        &dir,
+        "d",
+        &format!(
+            "{}[history]\npath = \"{}\"\n[[output]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:{port}\"\nsubject = \"sockfilter.events\"\n",
+            base_config(host, &cg),
+            dir.join("state/history.db").display()
+        ),
+    );
+    let (mut l, tcp, _) = listener(&cg);
+    let row = wait_for("the listener under the full host name", || {
+        let (ok, out) = fleet(port, &["--json", "--port", &tcp.to_string()]);
+        let rows: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (ok && !rows.is_empty()).then_some(rows)
+    });
+    assert_eq!(row.len(), 1, "{row:?}");
+    assert_eq!(
+        row[0]["host"], host,
+        "the bucket key is the whole host name"
+    );
+    let listen = wait_for("the listen in the stream sockfilter_events", || {
+        stream_messages(port, "sockfilter_events")
+            .into_iter()
+            .find(|(_, v)| v["event"] == "listen" && v["local"]["port"] == tcp)
+    });
+    assert_eq!(listen.0, format!("sockfilter.events.{host}"));
+    assert_eq!(listen.1["host"], host);
+    let _ = l.kill();
+    let _ = l.wait();
+    assert!(d.stop().success());
+}
+
+#[test]
+fn fleet_listeners_neither_panics_nor_prints_raw_control_characters_on_a_forged_value() {
+    // Anyone who may write to the bucket controls every string of a value:
+    // a listener that is not an object, and escape sequences in fields.
+    let dir = TempDir::new("daemon-fleet-forged");
+    let port = free_port();
+    let _server = nats_server(&dir, port, "nats.log");
+    let forged = serde_json::json!({
+        "host": "forged", "time": "2026-11-30T00:00:00Z",
+        "listeners": [
+            7,
+            {"proto": "tcp\u{1b}[2J", "family": "ipv4", "pid": 1, "uid": 0,
+             "comm": "c\u{1b}]0;x\u{7}", "exe": "/e\n", "local": {"ip": "1.2.3.4\u{1b}[31m", "port": 22}}
+        ]
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = sockfilter_daemon::outputs::nats::listeners_bucket(&js)
+            .await
+            .unwrap();
+        kv.put("forged", forged.to_string().into()).await.unwrap();
+    });
+    for args in [&["--json"][..], &[]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sockfilter"))
+            .args(["fleet", "listeners", "--nats"])
+            .arg(format!("nats://127.0.0.1:{port}"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if args.is_empty() {
+            let rows: Vec<&str> = stdout.lines().collect();
+            assert_eq!(rows.len(), 1, "the object row only: {stdout:?}");
+            assert!(
+                !stdout.chars().any(|c| c.is_control() && c != '\n'),
+                "raw control characters reach the terminal: {stdout:?}"
+            );
+            assert!(stderr.contains("not a listener"), "{stderr}");
+        } else {
+            let rows: Vec<Value> = stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(rows.len(), 1, "{stdout}");
+            assert_eq!(rows[0]["comm"], "c\u{1b}]0;x\u{7}", "JSON stays exact");
+        }
+    }
+}

@@ -73,7 +73,8 @@ pub fn open_all(
                 queue_mb,
             } => Box::new(nats::NatsOutput::start(nats::NatsSettings {
                 url: url.clone(),
-                subject: format!("{subject}.{host}"),
+                subject: subject.clone(),
+                host: host.to_string(),
                 queue_path: state_dir.join(format!("{name}-queue.jsonl")),
                 queue_bytes: queue_mb * 1024 * 1024,
                 metrics: metrics.clone(),

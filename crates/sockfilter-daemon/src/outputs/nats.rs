@@ -41,8 +41,12 @@ const LISTENERS_REFRESH: Duration = Duration::from_secs(30);
 pub struct NatsSettings {
     /// `nats://HOST:PORT`.
     pub url: String,
-    /// The full subject events are published to (`SUBJECT.HOST`).
+    /// The configured subject: events are published to `SUBJECT.HOST`, and
+    /// the stream `SUBJECT` with dots as underscores captures `SUBJECT.>`.
     pub subject: String,
+    /// The daemon's host: the last part of the subject and the key in the
+    /// listeners bucket. It may itself contain dots (`web-01.example.com`).
+    pub host: String,
     /// The on-disk queue.
     pub queue_path: PathBuf,
     /// The queue's bound in bytes.
@@ -56,6 +60,7 @@ pub struct NatsSettings {
 /// The on-disk queue, shared by the daemon's loop (appends) and the
 /// publishing task (reads, then consumes what was acknowledged).
 struct Queue {
+    path: PathBuf,
     file: File,
     /// Offset of the first record not yet acknowledged.
     head: u64,
@@ -84,6 +89,7 @@ impl Queue {
         file.set_len(complete as u64)?;
         let records = text[..complete].iter().filter(|&&b| b == b'\n').count() as u64;
         Ok(Queue {
+            path: path.clone(),
             file,
             head: 0,
             tail: complete as u64,
@@ -124,7 +130,9 @@ impl Queue {
         Ok(out)
     }
 
-    /// Forgets the records before `end`; empties the file once all are sent.
+    /// Forgets the records before `end`; empties the file once all are
+    /// sent, and moves what waits to the start of the file once half the
+    /// bound has been sent without the queue emptying.
     fn consume(&mut self, end: u64, n: u64) -> std::io::Result<()> {
         self.head = end;
         self.records -= n;
@@ -132,7 +140,30 @@ impl Queue {
             self.file.set_len(0)?;
             self.head = 0;
             self.tail = 0;
+        } else if self.head >= self.bound / 2 {
+            self.compact()?;
         }
+        Ok(())
+    }
+
+    /// Rewrites the file with only the records not yet acknowledged. Without
+    /// it a server that never quite catches up (the queue never empty) would
+    /// let the file grow past any bound, and a restart would send every
+    /// acknowledged record in it again. At most the bound is copied, once
+    /// per half bound sent: the file stays within 1.5 times the bound.
+    fn compact(&mut self) -> std::io::Result<()> {
+        let mut waiting = vec![0u8; (self.tail - self.head) as usize];
+        self.file.read_exact_at(&mut waiting, self.head)?;
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, &waiting)?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        self.tail -= self.head;
+        self.head = 0;
         Ok(())
     }
 }
@@ -164,14 +195,15 @@ impl NatsOutput {
         let queue = Arc::new(Mutex::new(Queue::open(&s.queue_path, s.queue_bytes)?));
         let wake = Arc::new(Notify::new());
         let (listeners, listeners_rx) = watch::channel(Bytes::new());
-        let host = s.subject.rsplit('.').next().unwrap_or_default().to_string();
+        let host = s.host;
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
         let publisher = Publisher {
             url: s.url,
-            subject: s.subject.clone(),
+            subject: format!("{}.{host}", s.subject),
+            stream_subject: s.subject,
             host: host.clone(),
             queue: queue.clone(),
             wake: wake.clone(),
@@ -253,7 +285,10 @@ impl super::Output for NatsOutput {
 /// The publishing task.
 struct Publisher {
     url: String,
+    /// Where events go: `SUBJECT.HOST`.
     subject: String,
+    /// The configured `SUBJECT`, which names the stream.
+    stream_subject: String,
     host: String,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
@@ -288,13 +323,9 @@ impl Publisher {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(2));
         let mut last_error = Instant::now() - Duration::from_secs(60);
-        let stream_name = self
-            .subject
-            .rsplit_once('.')
-            .map_or(&*self.subject, |(s, _)| s);
         let stream = jetstream::stream::Config {
-            name: stream_name.replace('.', "_"),
-            subjects: vec![format!("{stream_name}.>")],
+            name: self.stream_subject.replace('.', "_"),
+            subjects: vec![format!("{}.>", self.stream_subject)],
             ..Default::default()
         };
         while let Err(e) = js.get_or_create_stream(stream.clone()).await {
@@ -435,6 +466,35 @@ mod tests {
             ["a-1", "a-2"],
             "unacknowledged records are sent again after a restart"
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_file_stays_bounded_while_the_queue_never_empties() {
+        let path = std::env::temp_dir().join(format!(
+            "sockfilter-nats-queue-compact-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let mut q = Queue::open(&path, 100).unwrap();
+        let record = |n: u32| format!("a-{n:03}\t{{}}\n"); // 9 bytes
+                                                           // Five records always wait; one is sent for each one added.
+        for n in 0..5 {
+            assert!(q.push(record(n).as_bytes()).unwrap());
+        }
+        for n in 5..200 {
+            assert!(q.push(record(n).as_bytes()).unwrap());
+            let sent = q.peek(1).unwrap();
+            assert_eq!(sent[0].1, format!("a-{:03}", n - 5), "in order");
+            q.consume(sent[0].0, 1).unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert!(size <= 150, "{size} bytes on disk for a bound of 100");
+        }
+        // After a restart, only what was not acknowledged is sent again.
+        drop(q);
+        let q = Queue::open(&path, 100).unwrap();
+        let first = &q.peek(1).unwrap()[0].1;
+        assert!(first.as_str() >= "a-180", "{first}");
         std::fs::remove_file(&path).unwrap();
     }
 }
