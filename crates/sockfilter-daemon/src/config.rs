@@ -313,6 +313,9 @@ impl RawOutput {
                 if !url.get_ref().starts_with("nats://") && !url.get_ref().starts_with("tls://") {
                     return Err(problem(&url, "url must start with nats:// or tls://"));
                 }
+                if let Err(e) = url.get_ref().parse::<async_nats::ServerAddr>() {
+                    return Err(problem(&url, format!("url {:?}: {e}", url.get_ref())));
+                }
                 let subject = match self.subject {
                     None => "sockfilter.events".to_string(),
                     Some(s) => {
@@ -489,6 +492,21 @@ subject = "sockfilter.events"
             err("[[output]]\nkind = \"file\"\npath = \"/x\"\nkeep = -1\n")
                 .starts_with("c.toml:4:8:")
         );
+    }
+
+    #[test]
+    fn a_nats_url_that_does_not_parse_is_an_error_at_its_position() {
+        // Otherwise the daemon would start and retry it forever, counted
+        // in sockfilter_output_errors_total but never reported.
+        for url in ["nats://127.0.0.1:99999", "nats://[::1"] {
+            let e = err(&format!("[[output]]\nkind = \"nats\"\nurl = \"{url}\"\n"));
+            assert!(e.starts_with("c.toml:3:7: url"), "{url}: {e}");
+        }
+        assert!(Config::parse(
+            "[[output]]\nkind = \"nats\"\nurl = \"nats://nats.example:4222\"\n",
+            Path::new("c.toml")
+        )
+        .is_ok());
     }
 
     #[test]
