@@ -156,7 +156,9 @@ impl Metrics {
             .inc();
         if let Some(rule) = &e.rule {
             self.rule_matches
-                .get_or_create(&RuleLabels { rule: rule.clone() })
+                .get_or_create(&RuleLabels {
+                    rule: label_value(rule),
+                })
                 .inc();
         }
     }
@@ -176,6 +178,23 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// `s` as a label value of the text format: `\\`, `"` and newlines escaped.
+/// prometheus-client writes label values as they are, and a rule name (the
+/// one label that is not a fixed word) may hold any of them: unescaped, one
+/// would make the whole exposition unreadable to Prometheus.
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `process_*` metrics of this process, read from /proc at each scrape.
@@ -385,5 +404,24 @@ mod tests {
         assert!(text.contains("sockfilter_output_pending{output=\"nats\"} 3"));
         assert!(text.contains("process_cpu_seconds_total "));
         assert!(text.contains("process_resident_memory_bytes "));
+    }
+
+    #[test]
+    fn a_rule_name_with_quotes_backslashes_or_newlines_keeps_the_exposition_valid() {
+        // A policy may name a rule so; the text format escapes \\, \" and \n
+        // in label values (prometheus-client writes them as they are).
+        let m = Metrics::new();
+        let event = |rule: &str| {
+            let v = serde_json::json!({"event":"bind","time":"2026-01-01T00:00:00.000000Z","verdict":"deny",
+                "pid":1,"uid":0,"comm":"x","exe":null,"cgroup":null,"proto":"udp","family":"ipv4",
+                "local":{"ip":"127.0.0.1","port":53},"remote":null,"socket":1,"existing":false,"rule":rule});
+            Event::from_json(&v).unwrap()
+        };
+        m.count_event(&event("no \"dns\"\\\nhere"));
+        let text = m.encode();
+        assert!(
+            text.contains("sockfilter_rule_matches_total{rule=\"no \\\"dns\\\"\\\\\\nhere\"} 1\n"),
+            "{text}"
+        );
     }
 }
