@@ -487,5 +487,72 @@ fn the_daemon_enforces_its_policy_counts_rule_matches_and_reloads_it_on_sighup()
     d.signal(libc::SIGHUP);
     d.wait_stderr("enforcing 0 rules", skip);
     assert_eq!(try_bind(&cg, port), "ok");
+
+    // SIGTERM leaves nothing behind: no program (a link that stayed would
+    // keep its program loaded), no link it holds, no pin, nothing attached
+    // to the cgroup.
+    let (progs, links) = bpf_objects_of(d.pid());
+    assert!(progs.len() >= 11, "every program loaded: {progs:?}");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cg.path).unwrap());
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}"));
+    assert!(pins.exists(), "an enforcing daemon pins its programs");
+    assert!(!attached_to(&cg).is_empty());
     assert!(d.stop().success());
+    wait_for("no program, link or pin of the daemon left", || {
+        (live("prog", &progs).is_empty()
+            && live("link", &links).is_empty()
+            && !pins.exists()
+            && attached_to(&cg).is_empty())
+        .then_some(())
+    });
+}
+
+/// What `bpftool cgroup show` lists for the test's cgroup.
+fn attached_to(cg: &TestCgroup) -> String {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(&cg.path)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The ids of the BPF programs and links a process holds (its fdinfo).
+fn bpf_objects_of(pid: i32) -> (Vec<u64>, Vec<u64>) {
+    let (mut progs, mut links) = (Vec::new(), Vec::new());
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let id = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().parse::<u64>().unwrap())
+        };
+        match (id("link_id:"), id("prog_id:")) {
+            (Some(link), _) => links.push(link),
+            (None, Some(prog)) => progs.push(prog),
+            _ => {}
+        }
+    }
+    (progs, links)
+}
+
+/// Which of `ids` of KIND (`prog`, `link`) the kernel still has.
+fn live(kind: &str, ids: &[u64]) -> Vec<u64> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            Command::new("bpftool")
+                .args([kind, "show", "id", &id.to_string()])
+                .output()
+                .expect("bpftool")
+                .status
+                .success()
+        })
+        .collect()
 }
