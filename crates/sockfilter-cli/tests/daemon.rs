@@ -197,6 +197,20 @@ fn file_output_has_host_and_reload_keeps_the_old_config_when_the_new_is_invalid(
         "the metrics endpoint survives the failed reload"
     );
     assert!(body.contains("sockfilter_events_total"));
+    // Every open output's counters exist from the start, at 0: a first drop
+    // or error is then an increase Prometheus sees (a series that appears
+    // at 1 is not one).
+    for output in ["file", "file-2"] {
+        for metric in [
+            "sockfilter_output_errors_total",
+            "sockfilter_output_dropped_total",
+        ] {
+            assert!(
+                body.contains(&format!("{metric}{{output=\"{output}\"}} 0\n")),
+                "{metric} of {output}: {body}"
+            );
+        }
+    }
 
     for l in [&mut l1, &mut l2, &mut l3, &mut l4] {
         let _ = l.kill();

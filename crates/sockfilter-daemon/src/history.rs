@@ -105,6 +105,7 @@ impl HistoryWriter {
         expire(&db, retention).context("deleting expired history")?;
         let (tx, rx) = sync_channel(QUEUE);
         let label = Metrics::output("history");
+        metrics.init_output("history");
         let thread_metrics = metrics.clone();
         let thread_label = label.clone();
         let thread = std::thread::Builder::new()

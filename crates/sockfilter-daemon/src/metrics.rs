@@ -163,6 +163,16 @@ impl Metrics {
         }
     }
 
+    /// Creates an output's errors and drops counters at 0, so that they
+    /// exist before anything happens: a counter whose series first appears
+    /// at 1 shows no increase to Prometheus, and an alert on the first drop
+    /// would never fire. (The daemon sets each output's pending gauge.)
+    pub fn init_output(&self, name: &str) {
+        let label = Metrics::output(name);
+        let _ = self.output_errors.get_or_create(&label);
+        let _ = self.output_dropped.get_or_create(&label);
+    }
+
     /// The labels of one output.
     pub fn output(name: &str) -> OutputLabels {
         OutputLabels {

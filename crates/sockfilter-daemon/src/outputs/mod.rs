@@ -81,6 +81,7 @@ pub fn open_all(
                 label: Metrics::output(&name),
             })?),
         };
+        metrics.init_output(&name);
         outs.push((name, out));
     }
     Ok(outs)
