@@ -39,7 +39,7 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-until grep -q "$READY" "$TMP/agent.err"; do
+until grep -q "$READY" "$TMP/agent.err" 2>/dev/null; do
 	kill -0 "$AGENT" 2>/dev/null || { cat "$TMP/agent.err" >&2; exit 1; }
 	sleep 0.1
 done
