@@ -370,6 +370,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if let Some(line) = sockfilter::features::degraded_line(command) {
         eprintln!("sockfilter: {line}");
     }
+    // What the config opens comes first: a daemon that cannot open an
+    // output, its history or its metrics address must change nothing in
+    // the kernel (with a policy, its programs would otherwise stay pinned
+    // and enforcing after a start that failed, with no daemon to take them
+    // over).
+    let policy_path = config.policy.clone();
+    let opened = Opened::open(config, &metrics, None).await?;
     let opts = WatchOptions {
         cgroup,
         existing: true,
@@ -381,7 +388,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     } else {
         Watcher::start_with(opts, false)?
     };
-    let policy = match (&config.policy, prepared) {
+    let policy = match (&policy_path, prepared) {
         (Some(path), Some((policy, compiled))) => {
             let mut agent = PolicyAgent::attach(&mut watcher, path);
             agent.install(&mut watcher, &policy, &compiled)?;
@@ -389,7 +396,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let opened = Opened::open(config, &metrics, None).await?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
