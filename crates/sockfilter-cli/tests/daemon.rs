@@ -570,3 +570,47 @@ fn live(kind: &str, ids: &[u64]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// The history, the events file and the NATS queue hold every process's
+/// command line and executable: the daemon creates them readable by no one
+/// but its owner and group, whatever the umask it was started with (outside
+/// systemd's `UMask=`), and takes "other" off files an older version left.
+#[test]
+fn history_events_and_queue_files_are_not_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let cg = TestCgroup::new("daemon-modes");
+    let dir = TempDir::new("daemon-modes");
+    let events = dir.join("events.jsonl");
+    let db = dir.join("state/history.db");
+    // An events file from an older version, world-readable.
+    std::fs::write(&events, "").unwrap();
+    std::fs::set_permissions(&events, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: umask(2) only sets the mask; 022 is the usual one, under
+    // which files are created world-readable unless asked otherwise.
+    unsafe { libc::umask(0o022) };
+    let d = Daemon::start(
+        &dir,
+        "d",
+        &format!(
+            "{}[history]\npath = \"{}\"\n[[output]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:{}\"\n",
+            file_config("modes-01", &cg, &events),
+            db.display(),
+            free_port()
+        ),
+    );
+    let (mut l, tcp, _) = listener(&cg);
+    wait_for("the listen event in the file", || {
+        listen_on(&json_lines(&events), tcp)
+    });
+    let _ = l.kill();
+    let _ = l.wait();
+    let queue = dir.join("state/nats-queue.jsonl");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let wal = dir.join("state/history.db-wal");
+    let shm = dir.join("state/history.db-shm");
+    for p in [&db, &wal, &shm, &events, &queue] {
+        assert_eq!(mode(p) & 0o007, 0, "{} is {:o}", p.display(), mode(p));
+    }
+    let st = d.stop();
+    assert!(st.success(), "SIGTERM: {st}");
+}

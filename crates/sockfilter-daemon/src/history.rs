@@ -82,6 +82,16 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the directory {}", dir.display()))?;
     }
+    // SQLite would create the database (and its -wal and -shm files, which
+    // take the database's mode) world-readable under the usual umask.
+    crate::private_file::prepare(path)
+        .with_context(|| format!("creating the history database {}", path.display()))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::private_file::restrict_existing(Path::new(&side))
+            .with_context(|| format!("restricting {}", Path::new(&side).display()))?;
+    }
     let db = Connection::open(path)
         .with_context(|| format!("opening the history database {}", path.display()))?;
     db.pragma_update(None, "journal_mode", "WAL")?;

@@ -16,3 +16,4 @@ pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod outputs;
+pub mod private_file;

@@ -36,10 +36,7 @@ impl FileOutput {
     }
 
     fn open_file(path: &Path) -> anyhow::Result<File> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        crate::private_file::open(OpenOptions::new().create(true).append(true), path)
             .with_context(|| format!("opening the events file {}", path.display()))
     }
 
@@ -130,6 +127,12 @@ mod tests {
         assert!(read(&dir.join("sub/events.jsonl.1")).ends_with("3\n"));
         assert!(read(&dir.join("sub/events.jsonl.2")).ends_with("2\n"));
         assert!(!dir.join("sub/events.jsonl.3").exists());
+        // Every file, the ones rotation starts too, is closed to others.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [path.clone(), dir.join("sub/events.jsonl.1")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o007, 0, "{} is {mode:o}", p.display());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,7 +21,7 @@ use sockfilter_model::Event;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -77,12 +77,11 @@ impl Queue {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the directory {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening the NATS queue {}", path.display()))?;
+        let file = crate::private_file::open(
+            OpenOptions::new().create(true).read(true).append(true),
+            path,
+        )
+        .with_context(|| format!("opening the NATS queue {}", path.display()))?;
         // Records left by a previous run are sent first.
         let text = std::fs::read(path).unwrap_or_default();
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -156,7 +155,11 @@ impl Queue {
         self.file.read_exact_at(&mut waiting, self.head)?;
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
-        std::fs::write(&tmp, &waiting)?;
+        crate::private_file::open(
+            OpenOptions::new().create(true).write(true).truncate(true),
+            Path::new(&tmp),
+        )?
+        .write_all(&waiting)?;
         std::fs::rename(&tmp, &self.path)?;
         self.file = OpenOptions::new()
             .read(true)
