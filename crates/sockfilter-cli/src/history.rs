@@ -50,6 +50,18 @@ fn default_db() -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_PATH), |h| h.path)
 }
 
+/// The text form of a lost record: watch's stderr line, with the time (and
+/// host) the daemon recorded; a gap in what follows.
+fn lost_line(v: &serde_json::Value) -> String {
+    let text = |k: &str| sockfilter_model::text::escape(v[k].as_str().unwrap_or("?")).into_owned();
+    format!(
+        "sockfilter: {} {}: the kernel dropped {} events (ring buffer full): events of that moment are missing from the history",
+        text("time"),
+        text("host"),
+        v["count"].as_u64().unwrap_or(0),
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let db = args.db.unwrap_or_else(default_db);
     anyhow::ensure!(
@@ -77,12 +89,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let line = if args.json {
             json.to_string()
         } else {
-            match serde_json::from_str(json)
-                .ok()
-                .and_then(|v| Event::from_json(&v).ok())
-            {
-                Some(e) => crate::text::event_line(&e, colour),
-                None => {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+                bad_rows += 1;
+                return;
+            };
+            if v["event"] == "lost" {
+                // As watch reports it (on stderr), with when it happened.
+                let _ = out.flush();
+                eprintln!("{}", lost_line(&v));
+                return;
+            }
+            match Event::from_json(&v) {
+                Ok(e) => crate::text::event_line(&e, colour),
+                Err(_) => {
                     bad_rows += 1;
                     return;
                 }

@@ -614,3 +614,47 @@ fn history_events_and_queue_files_are_not_readable_by_others() {
     let st = d.stop();
     assert!(st.success(), "SIGTERM: {st}");
 }
+
+/// A kernel loss the daemon recorded in the history (the file output's lost
+/// record) shows in `sockfilter history`: as its JSON line with `--json`,
+/// as watch's stderr warning, with its time, in the text form; and it is
+/// there whatever the query filters on besides time. (The kernel cannot be
+/// made to drop events on demand: the database is written as the daemon
+/// writes it, through its history writer.)
+#[test]
+fn history_shows_where_the_kernel_dropped_events() {
+    use sockfilter_daemon::history::HistoryWriter;
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = TempDir::new("history-lost");
+    let db = dir.join("history.db");
+    let listen = serde_json::json!({"event":"listen","time":"2026-11-30T08:00:00.000000Z",
+        "verdict":"allow","pid":7,"uid":0,"comm":"web","exe":"/usr/bin/web","cgroup":null,
+        "proto":"tcp","family":"ipv4","local":{"ip":"127.0.0.1","port":8080},"remote":null,
+        "socket":1,"existing":false,"rule":null,"host":"h1"});
+    let event = sockfilter_model::Event::from_json(&listen).unwrap();
+    let lost = r#"{"count":42,"event":"lost","host":"h1","time":"2026-11-30T08:00:01.000000Z"}"#;
+    let metrics = sockfilter_daemon::metrics::Metrics::new();
+    let mut w = HistoryWriter::open(&db, Duration::from_secs(1 << 40), &metrics).unwrap();
+    w.record(&event, &listen.to_string());
+    w.record_lost(UNIX_EPOCH + Duration::from_secs(1_796_025_601), lost);
+    drop(w);
+
+    let json = history(&db, &["--json", "--port", "8080"]);
+    assert_eq!(json.len(), 2, "{json:?}");
+    assert_eq!(json[1], lost);
+    let out = sockfilter(&[
+        "history",
+        "--db",
+        db.to_str().unwrap(),
+        "--exe",
+        "/usr/bin/other",
+    ]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "no event of that exe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2026-11-30T08:00:01.000000Z h1: the kernel dropped 42 events"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not events"), "{stderr}");
+}

@@ -238,9 +238,15 @@ impl Daemon {
         );
         self.listeners
             .resync(sockfilter::watch::existing_events(self.subtree.as_deref()));
+        // With `host` and, since the history keeps it for later, `time`.
+        let now = std::time::SystemTime::now();
         let mut lost = sockfilter_model::event::lost_json(n);
         lost["host"] = self.opened.host.clone().into();
+        lost["time"] = sockfilter_model::event::rfc3339(now).into();
         let lost = lost.to_string();
+        if let Some(h) = &mut self.opened.history {
+            h.record_lost(now, &lost);
+        }
         for i in 0..self.opened.outputs.len() {
             let (name, out) = &mut self.opened.outputs[i];
             if let Err(msg) = out.send_lost(&lost) {

@@ -41,6 +41,7 @@ CREATE INDEX IF NOT EXISTS events_local_port ON events(local_port, time_us);
 CREATE INDEX IF NOT EXISTS events_remote_port ON events(remote_port, time_us);
 CREATE INDEX IF NOT EXISTS events_exe ON events(exe, time_us);
 CREATE INDEX IF NOT EXISTS events_pid ON events(pid, time_us);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time_us);
 ";
 
 /// Microseconds since the Unix epoch.
@@ -48,6 +49,11 @@ pub fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
 }
+
+/// The `kind` of a row that records events the kernel dropped (the
+/// contract's `{"event":"lost","count":N}`), so that a gap in the history
+/// shows in `sockfilter history`.
+pub const LOST_KIND: &str = "lost";
 
 /// One row to insert.
 struct Row {
@@ -59,6 +65,23 @@ struct Row {
     local_port: u16,
     remote_port: Option<u16>,
     json: String,
+}
+
+impl Row {
+    /// The row of a lost record: no process, no ports (0, the column being
+    /// NOT NULL), so only its kind and time select it.
+    fn lost(time: SystemTime, json: &str) -> Row {
+        Row {
+            time_us: micros(time),
+            kind: LOST_KIND,
+            pid: None,
+            comm: None,
+            exe: None,
+            local_port: 0,
+            remote_port: None,
+            json: json.to_string(),
+        }
+    }
 }
 
 enum Message {
@@ -149,6 +172,10 @@ impl HistoryWriter {
             remote_port: e.remote.map(|r| r.port),
             json: json.to_string(),
         };
+        self.queue(row);
+    }
+
+    fn queue(&mut self, row: Row) {
         let Some(tx) = &self.tx else { return };
         match tx.try_send(Message::Row(row)) {
             Ok(()) => {}
@@ -165,6 +192,12 @@ impl HistoryWriter {
                 }
             }
         }
+    }
+
+    /// Queues the record of `json` (the contract's lost record, with
+    /// `host` and `time`): events the kernel dropped at `time`.
+    pub fn record_lost(&mut self, time: SystemTime, json: &str) {
+        self.queue(Row::lost(time, json));
     }
 
     /// Deletes expired rows now, with a (possibly new) retention.
@@ -285,31 +318,35 @@ pub struct Query {
 
 /// The SELECT for `q` and its arguments.
 fn select(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
-    let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     // `?N` placeholders, numbered as the arguments are pushed.
-    let mut push = |template: &str, v: rusqlite::types::Value| {
+    let mut arg = |template: &str, v: rusqlite::types::Value| {
         args.push(v);
-        clauses.push(template.replace('?', &format!("?{}", args.len())));
+        template.replace('?', &format!("?{}", args.len()))
     };
+    let mut clauses: Vec<String> = Vec::new();
     if let Some(t) = q.since {
-        push("time_us >= ?", micros(t).into());
+        clauses.push(arg("time_us >= ?", micros(t).into()));
     }
     if let Some(t) = q.until {
-        push("time_us < ?", micros(t).into());
+        clauses.push(arg("time_us < ?", micros(t).into()));
     }
+    let mut filters: Vec<String> = Vec::new();
     if let Some(p) = q.port {
         // Two indexed lookups (SQLite's OR optimisation), not a scan.
-        push("(local_port = ? OR remote_port = ?)", i64::from(p).into());
+        filters.push(arg(
+            "(local_port = ? OR remote_port = ?)",
+            i64::from(p).into(),
+        ));
     }
     if let Some(pid) = q.pid {
-        push("pid = ?", i64::from(pid).into());
+        filters.push(arg("pid = ?", i64::from(pid).into()));
     }
     if let Some(exe) = &q.exe {
-        push("exe = ?", exe.clone().into());
+        filters.push(arg("exe = ?", exe.clone().into()));
     }
     if let Some(comm) = &q.comm {
-        push("comm = ?", comm.clone().into());
+        filters.push(arg("comm = ?", comm.clone().into()));
     }
     if !q.kinds.is_empty() {
         let list: Vec<String> = q
@@ -317,7 +354,15 @@ fn select(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
             .iter()
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
-        clauses.push(format!("kind IN ({})", list.join(",")));
+        filters.push(format!("kind IN ({})", list.join(",")));
+    }
+    // Lost records pass every filter but time: the events they stand for
+    // may have been of any port, process or kind.
+    if !filters.is_empty() {
+        clauses.push(format!(
+            "(kind = '{LOST_KIND}' OR ({}))",
+            filters.join(" AND ")
+        ));
     }
     let sql = format!(
         "SELECT json FROM events{} ORDER BY time_us, id",
@@ -410,6 +455,79 @@ mod tests {
         for p in [port, exe, pid, since] {
             assert!(!p.contains("SCAN events"), "{p}");
         }
+    }
+
+    fn event(port: u16, secs: u64) -> Event {
+        let v = serde_json::json!({"event":"listen","time":"2026-01-01T00:00:00.000000Z",
+            "verdict":"allow","pid":7,"uid":0,"comm":"x","exe":"/usr/bin/x","cgroup":null,
+            "proto":"tcp","family":"ipv4","local":{"ip":"127.0.0.1","port":port},"remote":null,
+            "socket":1,"existing":false,"rule":null});
+        let mut e = Event::from_json(&v).unwrap();
+        e.time = UNIX_EPOCH + Duration::from_secs(secs);
+        e
+    }
+
+    /// A gap the kernel left (its lost record) is a row of the history, and
+    /// every query over its time shows it whatever else it filters on: the
+    /// dropped events may have been the ones asked for.
+    #[test]
+    fn kernel_losses_are_rows_that_every_query_over_their_time_shows() {
+        let dir =
+            std::env::temp_dir().join(format!("sockfilter-history-lost-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = dir.join("history.db");
+        let mut w =
+            HistoryWriter::open(&db, Duration::from_secs(1 << 40), &Metrics::new()).unwrap();
+        let before = event(8080, 1_000);
+        w.record(&before, r#"{"event":"listen","n":1}"#);
+        w.record_lost(
+            UNIX_EPOCH + Duration::from_secs(2_000),
+            r#"{"event":"lost","count":5,"host":"h"}"#,
+        );
+        let after = event(9090, 3_000);
+        w.record(&after, r#"{"event":"listen","n":2}"#);
+        drop(w); // writes the batch
+        let rows = |q: Query| {
+            let mut out = Vec::new();
+            query(&db, &q, |j| out.push(j.to_string())).unwrap();
+            out
+        };
+        let lost = r#"{"event":"lost","count":5,"host":"h"}"#;
+        assert_eq!(
+            rows(Query::default()),
+            [
+                r#"{"event":"listen","n":1}"#,
+                lost,
+                r#"{"event":"listen","n":2}"#
+            ]
+        );
+        assert_eq!(
+            rows(Query {
+                port: Some(8080),
+                exe: Some("/usr/bin/x".into()),
+                kinds: vec![EventKind::Listen],
+                ..Default::default()
+            }),
+            [r#"{"event":"listen","n":1}"#, lost]
+        );
+        assert_eq!(
+            rows(Query {
+                pid: Some(1),
+                ..Default::default()
+            }),
+            [lost],
+            "no event of pid 1, but the gap where one may have been"
+        );
+        assert!(
+            rows(Query {
+                since: Some(UNIX_EPOCH + Duration::from_secs(2_500)),
+                ..Default::default()
+            })
+            .iter()
+            .all(|r| r != lost),
+            "the time filter applies to lost rows"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
