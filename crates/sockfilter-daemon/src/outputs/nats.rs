@@ -69,6 +69,9 @@ struct Queue {
     /// Records between head and tail.
     records: u64,
     bound: u64,
+    /// A failed append left bytes past `tail` that could not be cut off
+    /// yet: nothing is appended until they are.
+    torn: bool,
 }
 
 impl Queue {
@@ -94,15 +97,28 @@ impl Queue {
             tail: complete as u64,
             records,
             bound,
+            torn: false,
         })
     }
 
-    /// Appends one record; false when the bound would be exceeded.
+    /// Appends one record; false when the bound would be exceeded. An
+    /// error (disk full) means the record is not in the queue: a part of it
+    /// that reached the file is cut off again, so the next record starts
+    /// at `tail`, where the reader expects it.
     fn push(&mut self, line: &[u8]) -> std::io::Result<bool> {
         if self.tail - self.head + line.len() as u64 > self.bound {
             return Ok(false);
         }
-        self.file.write_all(line)?;
+        if self.torn {
+            self.file.set_len(self.tail)?;
+            self.torn = false;
+        }
+        if let Err(e) = self.file.write_all(line) {
+            if self.file.set_len(self.tail).is_err() {
+                self.torn = true;
+            }
+            return Err(e);
+        }
         self.tail += line.len() as u64;
         self.records += 1;
         Ok(true)
@@ -249,12 +265,12 @@ impl super::Output for NatsOutput {
         self.line.push(b'\t');
         self.line.extend_from_slice(json.as_bytes());
         self.line.push(b'\n');
-        let queued = self
-            .queue
-            .lock()
-            .expect("not poisoned")
-            .push(&self.line)
-            .map_err(|e| format!("writing the NATS queue: {e}"))?;
+        let pushed = self.queue.lock().expect("not poisoned").push(&self.line);
+        let queued = pushed.map_err(|e| {
+            // Not in the queue, so never sent: a drop as well as an error.
+            self.metrics.output_dropped.get_or_create(&self.label).inc();
+            format!("writing the NATS queue (event dropped): {e}")
+        })?;
         if !queued {
             let dropped = self.metrics.output_dropped.get_or_create(&self.label);
             dropped.inc();
@@ -470,6 +486,89 @@ mod tests {
             "unacknowledged records are sent again after a restart"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A tmpfs of two pages mounted on a new directory, unmounted and
+    /// removed when dropped (also when the test fails).
+    struct TinyFs(PathBuf);
+
+    impl TinyFs {
+        fn mount(tag: &str) -> TinyFs {
+            let dir = std::env::temp_dir().join(format!("sockfilter-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
+            let rc = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    c"size=8k".as_ptr().cast(),
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "mounting a tmpfs on {} (needs root): {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+            TinyFs(dir)
+        }
+    }
+
+    impl Drop for TinyFs {
+        fn drop(&mut self) {
+            let target = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: umount2(2) of the directory this guard mounted.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// A disk that fills up in the middle of a record: the record is
+    /// refused, and once there is room again the records appended after it
+    /// read back intact (the partial one does not sit between them).
+    #[test]
+    fn a_record_the_disk_could_not_take_leaves_no_partial_bytes() {
+        let fs = TinyFs::mount("nats-queue-full");
+        let filler = fs.0.join("filler");
+        std::fs::write(&filler, vec![b'x'; 1000]).unwrap();
+        let path = fs.0.join("queue.jsonl");
+        let mut q = Queue::open(&path, 1 << 20).unwrap();
+        let record =
+            |n: u32| format!("a-{n:04}\t{{\"pad\":\"{}\"}}\n", "p".repeat(90)).into_bytes();
+        let mut n = 0;
+        let err = loop {
+            match q.push(&record(n)) {
+                Ok(queued) => assert!(queued),
+                Err(e) => break e,
+            }
+            n += 1;
+            assert!(n < 1000, "the 8 kB tmpfs never filled up");
+        };
+        assert!(n > 0, "{err}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            q.tail,
+            "the part of record {n} that fit was cut off again"
+        );
+        // Room again (another file on the disk went away): later records
+        // are appended after the last complete one.
+        std::fs::remove_file(&filler).unwrap();
+        assert!(q.push(&record(n + 1)).unwrap());
+        let all = q.peek(10_000).unwrap();
+        assert_eq!(all.len() as u32, n + 1);
+        for (i, (_, id, json)) in all.iter().enumerate() {
+            let want = if i as u32 == n { n + 1 } else { i as u32 };
+            assert_eq!(id, &format!("a-{want:04}"));
+            let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+            assert_eq!(v["pad"].as_str().unwrap().len(), 90);
+        }
+        drop(q);
+        // And so does a restart.
+        assert_eq!(Queue::open(&path, 1 << 20).unwrap().records as u32, n + 1);
     }
 
     #[test]
