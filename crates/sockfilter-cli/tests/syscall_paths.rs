@@ -347,3 +347,103 @@ fn udp_sendmmsg_to_two_new_destinations_reports_two_connects() {
         assert_eq!(socket(c), socket(&connects[0]), "one socket");
     }
 }
+
+/// Like [`start`], as uid 65534 (`setpriv`): an unprivileged attacker.
+fn start_as_nobody(cg: &TestCgroup, bin: &PathBuf, args: &[&str]) -> (Proc, Vec<i64>) {
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut full: Vec<&str> = nobody.to_vec();
+    let bin = bin.to_str().unwrap();
+    full.push(bin);
+    full.extend_from_slice(args);
+    start(cg, &PathBuf::from("setpriv"), &full)
+}
+
+/// One io_uring accept made another way (`uring_ops acceptvia HOW`), by
+/// uid 65534 when `nobody`: reported with the ring owner's pid and comm,
+/// its listener and both endpoints.
+fn accept_via_is_reported(how: &str, nobody: bool) {
+    let _one = serial();
+    let dir = Scratch::new(&format!("via-{how}"));
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new(&format!("paths-uring-via-{how}"));
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let args = ["acceptvia", how];
+    let (p, n) = if nobody {
+        start_as_nobody(&cg, &bin, &args)
+    } else {
+        start(&cg, &bin, &args)
+    };
+    let (port, cport) = (n[0] as u64, n[1] as u64);
+    let listen = w.expect("listen", |v| {
+        is(v, "listen", p.pid()) && port_of(v, "local") == port
+    });
+    expect_accepts(&mut w, p.pid(), &listen, &[cport]);
+    if nobody {
+        let a = w.expect("accept", |v| is(v, "accept", p.pid()));
+        assert_eq!(a["uid"], 65534, "{a}");
+    }
+}
+
+/// An accept into a direct descriptor (a fixed-file slot the kernel picks,
+/// IORING_FILE_INDEX_ALLOC) never appears in the process's fd table.
+#[test]
+fn io_uring_accept_into_a_direct_descriptor_is_reported() {
+    accept_via_is_reported("direct", false);
+}
+
+/// The SQPOLL thread submits and completes the accept: the event names the
+/// ring owner's process, not the kernel thread.
+#[test]
+fn io_uring_accept_by_the_sqpoll_thread_is_reported_as_the_ring_owner() {
+    accept_via_is_reported("sqpoll", true);
+}
+
+/// IOSQE_ASYNC: the accept runs in an io-wq worker thread.
+#[test]
+fn io_uring_accept_in_an_io_wq_worker_is_reported_as_the_ring_owner() {
+    accept_via_is_reported("async", true);
+}
+
+/// The accept's completion finds the CQ ring full and goes to the
+/// overflow list (the kernel posts it when the ring is next read).
+#[test]
+fn attack_io_uring_accept_whose_completion_overflows_is_reported() {
+    accept_via_is_reported("overflow", true);
+}
+
+/// A second accept with the multishot accept's user_data, failing at once,
+/// must not make the multishot accept's connections unreported.
+#[test]
+fn attack_a_colliding_user_data_does_not_hide_multishot_accepts() {
+    let _one = serial();
+    let dir = Scratch::new("collide");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-collide");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start_as_nobody(&cg, &bin, &["multishotcollide", "3"]);
+    let port = n[0] as u64;
+    let peers: Vec<u64> = n[1..].iter().map(|&x| x as u64).collect();
+    let listen = w.expect("listen", |v| {
+        is(v, "listen", p.pid()) && port_of(v, "local") == port
+    });
+    expect_accepts(&mut w, p.pid(), &listen, &peers);
+}
+
+/// A datagram to a new destination through io_uring (IORING_OP_SENDMSG
+/// with msg_name; IORING_OP_SEND with a destination, Linux 6.1+).
+#[test]
+fn io_uring_sendmsg_and_send_to_a_destination_report_a_connect() {
+    let _one = serial();
+    let dir = Scratch::new("uringsend");
+    let bin = c_fixture(&dir.0, "uring_ops", &[]);
+    let cg = TestCgroup::new("paths-uring-send");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    for how in ["sendmsg", "send"] {
+        let (p, n) = start(&cg, &bin, &["uringsend", how, "9"]);
+        assert_eq!(n[0], 1, "{how}: {n:?}");
+        let c = w.expect(how, |v| is(v, "connect", p.pid()));
+        assert_eq!(c["proto"], "udp", "{how}: {c}");
+        assert_eq!(endpoint(&c, "remote"), loopback(9), "{how}: {c}");
+        assert_eq!(port_of(&c, "local"), n[1] as u64, "{how}: {c}");
+    }
+}
