@@ -9,13 +9,17 @@
  * an io-wq worker thread of the same process): the process that holds the
  * new fd, with the result (the new fd, or the fixed-file slot) in the CQE.
  *
- * A multishot accept posts one completion per connection without naming its
- * request, only the ring and the SQE's user_data; so multishot accepts are
- * remembered at submission (tp_btf/io_uring_submit_req, io_uring_submit_sqe
- * before 6.0) by ring and user_data, with their listening fd, until their
- * final completion. The tracepoints' names and arguments changed between
- * kernels: each has a program per form, and the loader attaches the one
- * that loads.
+ * Two kinds of completion name only the ring and the SQE's user_data, not
+ * the request: the one per connection of a multishot accept, and any
+ * completion that found the CQ ring full (tp_btf/io_uring_cqe_overflow). So
+ * every accept is remembered at submission (tp_btf/io_uring_submit_req,
+ * io_uring_submit_sqe before 6.0) by ring and user_data, with its listening
+ * fd, and by request, until its final completion. The tracepoints' names
+ * and arguments changed between kernels: each has a program per form, and
+ * the loader attaches the one that loads.
+ *
+ * Not seen: an accept or connect with IOSQE_CQE_SKIP_SUCCESS posts no
+ * completion when it succeeds, and no tracepoint marks its end.
  */
 #ifndef SOCKFILTER_URING_H
 #define SOCKFILTER_URING_H
@@ -41,17 +45,39 @@ struct uring_accept {
 	__s32 fd;              /* the listening socket: an fd, or a fixed-file slot */
 	__u32 fixed_listener;  /* fd is a fixed-file slot */
 	__u32 file_slot;       /* accepted into a fixed file (io_accept.file_slot), 0 if not */
+	__u32 live;            /* accepts in flight under this key with the fields above */
+	__u64 req;             /* the last one submitted (struct io_kiocb address) */
+	__u32 other;           /* accepts in flight under this key with other fields */
+	__u32 stale;           /* the fields above belong to none in flight any more */
+};
+
+/* An accept in flight: its key, and whether it has its entry's fields. */
+struct uring_req {
+	struct uring_key key;
+	__u32 same;
 	__u32 _pad;
 };
 
-/* Multishot accepts in flight. Not an LRU (nothing live may be evicted); an
- * entry goes at the request's final completion; full: SF_CNT_URING_FULL. */
+/* Accepts in flight, by ring and user_data: what a completion that does not
+ * name its request (multishot, overflow) is matched with. Several requests
+ * may share a key (user_data is the program's choice): the entry goes when
+ * the last of them ends, and names no listener once they differ. Not an LRU
+ * (nothing live may be evicted); full: SF_CNT_URING_FULL. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct uring_key);
 	__type(value, struct uring_accept);
 } uring_accepts SEC(".maps");
+
+/* The same accepts by request: a completion that names its request ends
+ * that one, not whichever shares its key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct uring_req);
+} uring_accept_reqs SEC(".maps");
 
 /* The calling process; an io-wq worker thread (comm "iou-wrk-PID") is named
  * by its process's command name. */
@@ -85,53 +111,127 @@ static __always_inline struct file *uring_fixed_file(struct io_ring_ctx *ctx, __
 	return (struct file *)(ptr & ~FFS_FLAGS);
 }
 
-/* The accept whose completion carries `res`: the new fd, or for an accept
- * into a fixed file the slot (`file_slot` is the SQE's file_index). */
-static __always_inline void uring_accepted(struct io_ring_ctx *ctx, __s32 res, __u32 file_slot,
-					   struct sock *lsk)
+/* The TCP socket an accept's completion result `res` names: the new fd, or
+ * for an accept into a fixed file the slot (`file_slot` is the SQE's
+ * file_index). `mixed`: accepts of both kinds share the key, try both. */
+static __always_inline struct sock *uring_accepted_sock(struct io_ring_ctx *ctx, __s32 res,
+							__u32 file_slot, int mixed,
+							unsigned short *family)
 {
-	unsigned short family;
-	struct sock *sk;
-	if (file_slot) {
-		__u32 slot = file_slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : file_slot - 1;
-		sk = sock_of_file(uring_fixed_file(ctx, slot));
-		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return;
-		family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		if (family != AF_INET && family != AF_INET6)
-			return;
-	} else {
-		sk = tcp_sock_at(res, &family);
-		if (!sk)
-			return;
+	struct sock *sk = NULL;
+	if (!file_slot || mixed) {
+		sk = tcp_sock_at(res, family);
+		if (sk || !mixed)
+			return sk;
 	}
-	struct sf_proc cur;
-	uring_owner(&cur);
-	report_accept(sk, family, lsk, &cur);
+	__u32 slot = (file_slot == IORING_FILE_INDEX_ALLOC || mixed) ? (__u32)res : file_slot - 1;
+	sk = sock_of_file(uring_fixed_file(ctx, slot));
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (*family != AF_INET && *family != AF_INET6)
+		return NULL;
+	return sk;
 }
 
-/* A submitted accept that is multishot, remembered for its completions. */
+/* Whether the accepts under `a`'s key may be of different listeners or
+ * slots: then a completion by key is not known to be of `a`'s. */
+static __always_inline int uring_ambiguous(const struct uring_accept *a)
+{
+	return a->other || a->stale;
+}
+
+/* Request `req`'s accept ended (its final completion), if it was followed. */
+static __always_inline void uring_forget(__u64 req)
+{
+	struct uring_req *found = bpf_map_lookup_elem(&uring_accept_reqs, &req);
+	if (!found)
+		return;
+	struct uring_req r = *found;
+	bpf_map_delete_elem(&uring_accept_reqs, &req);
+	struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &r.key);
+	if (!a)
+		return;
+	if (a->live + a->other <= 1) {
+		bpf_map_delete_elem(&uring_accepts, &r.key);
+		return;
+	}
+	if (r.same)
+		__sync_fetch_and_add(&a->live, -1);
+	else
+		__sync_fetch_and_add(&a->other, -1);
+	if (!a->live)
+		a->stale = 1;
+}
+
+/* A submitted accept, remembered until its final completion: by key for
+ * the completions that name only the ring and user_data (a multishot
+ * accept's, and any completion that overflows the CQ ring), by request so
+ * that its own final completion ends it and no other. */
 static __always_inline void uring_submitted(struct io_kiocb *req)
 {
-	if (req->opcode != IORING_OP_ACCEPT)
+	if (req->opcode != IORING_OP_ACCEPT || !in_watched_cgroup())
 		return;
 	struct io_accept *acc = (struct io_accept *)req;
-	/* Before 6.10 the SQE's multishot flag is not kept where it can be
-	 * read (only as a REQ_F_ bit whose number changes between versions):
-	 * every accept is remembered then. */
-	if (bpf_core_field_exists(acc->iou_flags) &&
-	    !(BPF_CORE_READ(acc, iou_flags) & IORING_ACCEPT_MULTISHOT))
-		return;
-	if (!in_watched_cgroup())
-		return;
+	__u64 r = (__u64)req;
 	struct uring_key k = { .ctx = (__u64)req->ctx, .user_data = req->cqe.user_data };
 	struct uring_accept a = {
 		.fd = req->cqe.fd,
 		.fixed_listener = req->flags & REQ_F_FIXED_FILE,
 		.file_slot = BPF_CORE_READ(acc, file_slot),
+		.live = 1,
+		.req = r,
 	};
-	if (bpf_map_update_elem(&uring_accepts, &k, &a, BPF_ANY))
+	/* A request is reused only after it ended: one still remembered at
+	 * this address ended unseen. */
+	uring_forget(r);
+	struct uring_req q = { .key = k, .same = 1 };
+	struct uring_accept *old = bpf_map_lookup_elem(&uring_accepts, &k);
+	if (old) {
+		q.same = !old->stale && old->fd == a.fd &&
+			 old->fixed_listener == a.fixed_listener && old->file_slot == a.file_slot;
+		if (bpf_map_update_elem(&uring_accept_reqs, &r, &q, BPF_ANY)) {
+			count(SF_CNT_URING_FULL);
+			return;
+		}
+		if (q.same)
+			__sync_fetch_and_add(&old->live, 1);
+		else
+			__sync_fetch_and_add(&old->other, 1);
+		old->req = r;
+		return;
+	}
+	if (bpf_map_update_elem(&uring_accepts, &k, &a, BPF_NOEXIST)) {
 		count(SF_CNT_URING_FULL);
+		return;
+	}
+	if (bpf_map_update_elem(&uring_accept_reqs, &r, &q, BPF_ANY)) {
+		bpf_map_delete_elem(&uring_accepts, &k);
+		count(SF_CNT_URING_FULL);
+	}
+}
+
+/* The accepted socket (and listener, when known) of a completion with
+ * `res` under a remembered key (`a`); NULL if none, or if `dedup` and it
+ * was reported already. */
+static __always_inline struct sock *uring_by_key(struct io_ring_ctx *ring, __s32 res,
+						 const struct uring_accept *a, int dedup,
+						 unsigned short *family, struct sock **lsk)
+{
+	int ambiguous = uring_ambiguous(a);
+	struct sock *sk = uring_accepted_sock(ring, res, a->file_slot, ambiguous, family);
+	if (!sk)
+		return NULL;
+	if (dedup) {
+		__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		if (bpf_map_lookup_elem(&accept_owner, &cookie))
+			return NULL;
+	}
+	*lsk = NULL;
+	if (!ambiguous)
+		*lsk = a->fixed_listener ? sock_of_file(uring_fixed_file(ring, a->fd))
+					 : sock_from_fd(a->fd);
+	return sk;
 }
 
 /* 6.0+ */
@@ -152,20 +252,20 @@ int BPF_PROG(sf_uring_submit_sqe, struct io_kiocb *req, _Bool force_nonblock)
 
 /* A completion posted to ring `ring`: of request `req` (read with probe
  * reads: the tracepoint declares it void *), or, when `req` is NULL, of a
- * multishot request, known only by its user_data. */
+ * multishot request, known only by its user_data. One report_accept call
+ * (less to verify on 6.1). */
 static __always_inline void uring_completed(struct io_ring_ctx *ring, void *req, __u64 user_data,
 					    __s32 res, __u32 flags)
 {
-	struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
-	struct sock *lsk;
-	__u32 file_slot;
+	struct sock *sk, *lsk = NULL;
+	unsigned short family = 0;
 	if (req) {
 		struct io_kiocb *r = req;
 		__u8 op = BPF_CORE_READ(r, opcode);
 		if (op == IORING_OP_CONNECT) {
 			if (res != 0 || !in_watched_cgroup())
 				return;
-			struct sock *sk = sock_of_file(BPF_CORE_READ(r, file));
+			sk = sock_of_file(BPF_CORE_READ(r, file));
 			if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 				return;
 			struct sf_proc cur;
@@ -175,26 +275,29 @@ static __always_inline void uring_completed(struct io_ring_ctx *ring, void *req,
 		}
 		if (op != IORING_OP_ACCEPT)
 			return;
-		bpf_map_delete_elem(&uring_accepts, &k); /* the final completion */
+		uring_forget((__u64)req); /* the final completion */
 		if (res < 0 || !in_watched_cgroup())
 			return;
-		file_slot = BPF_CORE_READ((struct io_accept *)r, file_slot);
+		__u32 file_slot = BPF_CORE_READ((struct io_accept *)r, file_slot);
+		sk = uring_accepted_sock(ring, res, file_slot, 0, &family);
 		lsk = sock_of_file(BPF_CORE_READ(r, file));
 	} else {
 		/* A multishot accept's completion has F_MORE and never a
 		 * buffer (multishot receives always have one). */
 		if (res < 0 || !(flags & IORING_CQE_F_MORE) || (flags & IORING_CQE_F_BUFFER))
 			return;
+		struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
 		struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &k);
 		if (!a || !in_watched_cgroup())
 			return;
-		file_slot = a->file_slot;
-		if (a->fixed_listener)
-			lsk = sock_of_file(uring_fixed_file(ring, a->fd));
-		else
-			lsk = sock_from_fd(a->fd);
+		struct uring_accept acc = *a;
+		sk = uring_by_key(ring, res, &acc, 0, &family, &lsk);
 	}
-	uring_accepted(ring, res, file_slot, lsk);
+	if (!sk)
+		return;
+	struct sf_proc cur;
+	uring_owner(&cur);
+	report_accept(sk, family, lsk, &cur);
 }
 
 /* The tracepoint's arguments in newer kernels (6.18): the CQE as posted. */
@@ -211,6 +314,33 @@ int BPF_PROG(sf_uring_complete_fields, void *ring, void *req, __u64 user_data, i
 	     unsigned int cflags, __u64 extra1, __u64 extra2)
 {
 	uring_completed(ring, req, user_data, res, cflags);
+	return 0;
+}
+
+/* A completion that found the CQ ring full, kept on the overflow list until
+ * the ring is read: from 6.2 or so io_uring_complete no longer fires for it
+ * (6.1 fires it first, then this: `dedup`). Named by ring and user_data
+ * only, like a multishot accept's. */
+SEC("tp_btf/io_uring_cqe_overflow")
+int BPF_PROG(sf_uring_overflow, void *ring, __u64 user_data, __s32 res, __u32 cflags, void *ocqe)
+{
+	struct uring_key k = { .ctx = (__u64)ring, .user_data = user_data };
+	struct uring_accept *a = bpf_map_lookup_elem(&uring_accepts, &k);
+	if (!a)
+		return 0;
+	struct uring_accept acc = *a;
+	if (!(cflags & IORING_CQE_F_MORE) && acc.live + acc.other == 1)
+		uring_forget(acc.req); /* a final completion, of the one in flight */
+	if (res < 0 || (cflags & IORING_CQE_F_BUFFER) || !in_watched_cgroup())
+		return 0;
+	unsigned short family = 0;
+	struct sock *lsk = NULL;
+	struct sock *sk = uring_by_key(ring, res, &acc, 1, &family, &lsk);
+	if (!sk)
+		return 0;
+	struct sf_proc cur;
+	uring_owner(&cur);
+	report_accept(sk, family, lsk, &cur);
 	return 0;
 }
 

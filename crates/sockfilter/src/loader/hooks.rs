@@ -178,6 +178,11 @@ pub(super) const URING_HOOKS: &[&[Hook]] = &[
             what: "tp_btf/io_uring_complete (ctx, req, user_data, res, cflags, ...)",
         },
     ],
+    &[Hook {
+        program: "sf_uring_overflow",
+        kind: HookKind::TpBtf("io_uring_cqe_overflow"),
+        what: "tp_btf/io_uring_cqe_overflow",
+    }],
 ];
 
 /// Hooks of one architecture: 32-bit system calls on x86_64 (bpf/compat.h).
