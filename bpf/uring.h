@@ -318,9 +318,9 @@ int BPF_PROG(sf_uring_complete_fields, void *ring, void *req, __u64 user_data, i
 }
 
 /* A completion that found the CQ ring full, kept on the overflow list until
- * the ring is read: from 6.2 or so io_uring_complete no longer fires for it
- * (6.1 fires it first, then this: `dedup`). Named by ring and user_data
- * only, like a multishot accept's. */
+ * the ring is read: io_uring_complete does not fire for it on 6.18; a
+ * kernel that fires both has reported the accept already (`dedup`). Named
+ * by ring and user_data only, like a multishot accept's. */
 SEC("tp_btf/io_uring_cqe_overflow")
 int BPF_PROG(sf_uring_overflow, void *ring, __u64 user_data, __s32 res, __u32 cflags, void *ocqe)
 {

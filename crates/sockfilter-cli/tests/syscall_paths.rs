@@ -205,27 +205,32 @@ fn ia32_accept_and_udp_connect_are_reported() {
     run_32_bit_program_once(&cg, &bin);
     w.wait_stderr("32-bit system calls are watched from now on");
 
-    let (p, n) = start(&cg, &bin, &["accept"]);
-    let (port, cport) = (n[0] as u64, n[1] as u64);
-    let listen = w.expect("listen", |v| is(v, "listen", p.pid()));
-    assert_eq!(port_of(&listen, "local"), port);
-    let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
-    assert_eq!(a["listener"], listen["socket"], "{a}");
-    assert_eq!(endpoint(&a, "local"), loopback(port), "{a}");
-    assert_eq!(endpoint(&a, "remote"), loopback(cport), "{a}");
-    assert_eq!(a["comm"], "ia32_ops");
-    let tcp = w.expect("32-bit tcp connect", |v| {
-        is(v, "connect", p.pid()) && v["proto"] == "tcp"
-    });
-    assert_eq!(endpoint(&tcp, "local"), loopback(cport), "{tcp}");
-    assert_eq!(endpoint(&tcp, "remote"), loopback(port), "{tcp}");
+    // glibc's i386 accept() and connect() take socketcall (102); the
+    // direct ia32 calls accept4 (364) and connect (362) are the others.
+    for how in [&[][..], &["direct"][..]] {
+        let args = |mode: &'static [&'static str]| [how, mode].concat();
+        let (p, n) = start(&cg, &bin, &args(&["accept"]));
+        let (port, cport) = (n[0] as u64, n[1] as u64);
+        let listen = w.expect("listen", |v| is(v, "listen", p.pid()));
+        assert_eq!(port_of(&listen, "local"), port);
+        let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
+        assert_eq!(a["listener"], listen["socket"], "{how:?} {a}");
+        assert_eq!(endpoint(&a, "local"), loopback(port), "{how:?} {a}");
+        assert_eq!(endpoint(&a, "remote"), loopback(cport), "{how:?} {a}");
+        assert_eq!(a["comm"], "ia32_ops");
+        let tcp = w.expect("32-bit tcp connect", |v| {
+            is(v, "connect", p.pid()) && v["proto"] == "tcp"
+        });
+        assert_eq!(endpoint(&tcp, "local"), loopback(cport), "{how:?} {tcp}");
+        assert_eq!(endpoint(&tcp, "remote"), loopback(port), "{how:?} {tcp}");
 
-    let (q, n) = start(&cg, &bin, &["udpconnect", "9"]);
-    assert_eq!(n[0], 0, "connect failed: {n:?}");
-    let c = w.expect("32-bit udp connect", |v| is(v, "connect", q.pid()));
-    assert_eq!(c["proto"], "udp");
-    assert_eq!(endpoint(&c, "remote"), loopback(9), "{c}");
-    assert_eq!(endpoint(&c, "local"), loopback(n[1] as u64), "{c}");
+        let (q, n) = start(&cg, &bin, &args(&["udpconnect", "9"]));
+        assert_eq!(n[0], 0, "{how:?} connect failed: {n:?}");
+        let c = w.expect("32-bit udp connect", |v| is(v, "connect", q.pid()));
+        assert_eq!(c["proto"], "udp");
+        assert_eq!(endpoint(&c, "remote"), loopback(9), "{how:?} {c}");
+        assert_eq!(endpoint(&c, "local"), loopback(n[1] as u64), "{how:?} {c}");
+    }
 }
 
 /// Persistent enforcement defers the 32-bit hook too: it runs at the exit
@@ -349,7 +354,7 @@ fn udp_sendmmsg_to_two_new_destinations_reports_two_connects() {
 }
 
 /// Like [`start`], as uid 65534 (`setpriv`): an unprivileged attacker.
-fn start_as_nobody(cg: &TestCgroup, bin: &PathBuf, args: &[&str]) -> (Proc, Vec<i64>) {
+fn start_as_nobody(cg: &TestCgroup, bin: &std::path::Path, args: &[&str]) -> (Proc, Vec<i64>) {
     let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
     let mut full: Vec<&str> = nobody.to_vec();
     let bin = bin.to_str().unwrap();
