@@ -658,3 +658,80 @@ fn history_shows_where_the_kernel_dropped_events() {
     );
     assert!(!stderr.contains("not events"), "{stderr}");
 }
+
+/// A reload is all or nothing: a new config that names a new policy file
+/// and an output that cannot be opened keeps both the old config and the
+/// old policy; a new config whose new policy is invalid keeps the old
+/// config too; a valid pair is put in force together.
+#[test]
+fn a_rejected_reload_changes_neither_config_nor_policy() {
+    let cg = TestCgroup::new("daemon-reload-all");
+    let dir = TempDir::new("daemon-reload-all");
+    let port = free_port();
+    let deny = dir.join("deny.toml");
+    std::fs::write(
+        &deny,
+        format!("[[rule]]\nname = \"no-udp-port\"\naction = \"deny\"\non = [\"bind\"]\nproto = \"udp\"\nlocal_port = [{port}]\n"),
+    )
+    .unwrap();
+    let allow = dir.join("allow.toml");
+    std::fs::write(&allow, "default = \"allow\"\n").unwrap();
+    let events = dir.join("events.jsonl");
+    let config = |policy: &std::path::Path, host: &str| {
+        format!(
+            "policy = \"{}\"\n{}",
+            policy.display(),
+            file_config(host, &cg, &events)
+        )
+    };
+    let d = Daemon::start(&dir, "d", &config(&deny, "reload-01"));
+    d.wait_stderr("enforcing 1 rules from", 0);
+    assert_eq!(try_bind(&cg, port), "EPERM");
+
+    // The new policy is valid, the new output cannot be opened.
+    std::fs::write(
+        &d.config,
+        format!(
+            "{}[[output]]\nkind = \"syslog\"\naddress = \"unix:{}\"\n",
+            config(&allow, "reload-02"),
+            dir.join("no-such-socket").display()
+        ),
+    )
+    .unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    let msg = d.wait_stderr("reload rejected", skip);
+    assert!(msg.contains("no-such-socket"), "{msg}");
+    assert_eq!(
+        try_bind(&cg, port),
+        "EPERM",
+        "the old policy stays in force with the old config"
+    );
+
+    // The new config is valid, its new policy is not.
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[[rule]]\nname = \"x\"\naction = \"maybe\"\n").unwrap();
+    std::fs::write(&d.config, config(&broken, "reload-03")).unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr(&format!("{}:3:10:", broken.display()), skip);
+    let (mut l, tcp, _) = listener(&cg);
+    let v = wait_for("an event after the rejected reload", || {
+        listen_on(&json_lines(&events), tcp)
+    });
+    assert_eq!(v["host"], "reload-01", "the old config stays in force");
+    assert_eq!(try_bind(&cg, port), "EPERM");
+
+    // Both valid: both in force.
+    std::fs::write(&d.config, config(&allow, "reload-04")).unwrap();
+    let skip = d.stderr_len();
+    d.signal(libc::SIGHUP);
+    d.wait_stderr("configuration reloaded", skip);
+    assert!(d.stderr.lock().unwrap()[skip..]
+        .iter()
+        .any(|l| l.contains(&format!("enforcing 0 rules from {}", allow.display()))));
+    assert_eq!(try_bind(&cg, port), "ok");
+    let _ = l.kill();
+    let _ = l.wait();
+    assert!(d.stop().success());
+}

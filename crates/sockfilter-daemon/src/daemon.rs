@@ -11,7 +11,7 @@ use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::outputs::Output;
 use anyhow::Context;
-use sockfilter::enforce::agent::{prepare, PolicyAgent};
+use sockfilter::enforce::agent::{prepare, PolicyAgent, PreparedPolicy};
 use sockfilter::watch::{Item, WatchOptions, Watcher};
 use sockfilter_model::Event;
 use std::collections::HashMap;
@@ -314,12 +314,26 @@ impl Daemon {
         {
             eprintln!("sockfilter: a changed cgroup, or a policy added or removed, takes effect when the daemon restarts");
         }
-        if let (Some(agent), Some(path)) = (&mut self.policy, &config.policy) {
-            agent.set_path(path);
-            agent.reload(w, "SIGHUP");
-        }
+        // All or nothing: the new policy is read and compiled, and what the
+        // new config opens is opened, before either is put in force.
+        let policy = match (&self.policy, &config.policy) {
+            (Some(_), Some(path)) => match PreparedPolicy::read(path) {
+                Ok(p) => Some(p),
+                Err(lines) => {
+                    eprintln!("sockfilter: reload rejected, the previous configuration and policy stay in force:");
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    return;
+                }
+            },
+            _ => None,
+        };
         match Opened::open(config, &self.metrics, Some(&mut self.opened)).await {
             Ok(new) => {
+                if let (Some(agent), Some(p)) = (&mut self.policy, policy) {
+                    agent.install_prepared(w, p, "SIGHUP");
+                }
                 self.opened = new;
                 if let (Some(h), Some(c)) = (&self.opened.history, &self.opened.config.history) {
                     h.expire_now(c.retention);
@@ -334,7 +348,7 @@ impl Daemon {
                 );
             }
             Err(e) => eprintln!(
-                "sockfilter: reload rejected, the previous configuration stays in force: {e:#}"
+                "sockfilter: reload rejected, the previous configuration and policy stay in force: {e:#}"
             ),
         }
     }

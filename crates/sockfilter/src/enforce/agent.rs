@@ -73,6 +73,33 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 /// the kernel again.
 const LIVENESS_FRESH: Duration = Duration::from_millis(1);
 
+/// A policy file read and compiled, not yet in force: a reload that
+/// changes more than the policy checks everything before it changes
+/// anything.
+pub struct PreparedPolicy {
+    path: PathBuf,
+    /// The file as it was before it was read (a change while it was read
+    /// is then seen, and read again, at the next tick).
+    fingerprint: Option<Fingerprint>,
+    policy: Policy,
+    compiled: Compiled,
+}
+
+impl PreparedPolicy {
+    /// Reads and compiles the policy at `path`; the error lines name the
+    /// file, line and column of each problem.
+    pub fn read(path: &Path) -> Result<PreparedPolicy, Vec<String>> {
+        let fingerprint = fingerprint(path);
+        let (policy, compiled) = prepare(path)?;
+        Ok(PreparedPolicy {
+            path: path.to_owned(),
+            fingerprint,
+            policy,
+            compiled,
+        })
+    }
+}
+
 /// A policy file in force.
 pub struct PolicyAgent {
     path: PathBuf,
@@ -342,14 +369,6 @@ impl PolicyAgent {
         &self.path
     }
 
-    /// Reads the policy from another file from the next reload on.
-    pub fn set_path(&mut self, path: &Path) {
-        if path != self.path {
-            self.path = path.to_owned();
-            self.fingerprint = None;
-        }
-    }
-
     /// Rules of the policy in force.
     pub fn rules(&self) -> usize {
         self.rules
@@ -411,29 +430,40 @@ impl PolicyAgent {
     /// in force. Says what happened on stderr; returns whether the new
     /// policy is in force.
     pub fn reload(&mut self, w: &mut Watcher, why: &str) -> bool {
-        self.fingerprint = fingerprint(&self.path);
-        match prepare(&self.path) {
-            Ok((policy, compiled)) => match self.install(w, &policy, &compiled) {
-                Ok(()) => {
-                    eprintln!(
-                        "sockfilter: enforcing {} rules from {} ({why})",
-                        policy.rules.len(),
-                        self.path.display()
-                    );
-                    true
-                }
-                Err(e) => {
-                    eprintln!(
-                        "sockfilter: reload rejected, the previous policy stays in force: {e}"
-                    );
-                    false
-                }
-            },
+        match PreparedPolicy::read(&self.path) {
+            Ok(prepared) => self.install_prepared(w, prepared, why),
             Err(lines) => {
+                self.fingerprint = fingerprint(&self.path);
                 eprintln!("sockfilter: reload rejected, the previous policy stays in force:");
                 for l in lines {
                     eprintln!("{l}");
                 }
+                false
+            }
+        }
+    }
+
+    /// Puts a policy read with [`PreparedPolicy::read`] in force; from then
+    /// on its file is the one reloaded. On an error (reported) the policy
+    /// and file in force stay.
+    pub fn install_prepared(&mut self, w: &mut Watcher, p: PreparedPolicy, why: &str) -> bool {
+        match self.install(w, &p.policy, &p.compiled) {
+            Ok(()) => {
+                self.path = p.path;
+                self.fingerprint = p.fingerprint;
+                eprintln!(
+                    "sockfilter: enforcing {} rules from {} ({why})",
+                    p.policy.rules.len(),
+                    self.path.display()
+                );
+                true
+            }
+            Err(e) => {
+                if p.path == self.path {
+                    // Not tried again at every tick: at the next change.
+                    self.fingerprint = p.fingerprint;
+                }
+                eprintln!("sockfilter: reload rejected, the previous policy stays in force: {e}");
                 false
             }
         }
