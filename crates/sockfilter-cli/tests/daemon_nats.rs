@@ -278,6 +278,58 @@ fn fleet_listeners_lists_three_daemons() {
     );
     let (ok, none) = fleet(port, &["--exe", "/nonexistent", "--json"]);
     assert!(ok && none.is_empty());
+    assert!(rows.iter().all(|r| r["stopped"].is_null()));
+
+    // fleet-c's daemon stops cleanly; the programs it saw go on listening.
+    // Its rows stay (the last listeners it saw) and say it stopped; the
+    // others say how fresh they are.
+    let (_, _cg_c, d_c, mut l_c, tcp_c, _) = running.pop().unwrap();
+    assert!(d_c.stop().success());
+    let rows = wait_for("fleet-c's entry marked stopped", || {
+        let (_, out) = fleet(port, &["--json"]);
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        rows.iter()
+            .any(|r| r["host"] == "fleet-c" && r["stopped"].is_string())
+            .then_some(rows)
+    });
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["stopped"].is_string(), r["host"] == "fleet-c", "{r}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sockfilter"))
+        .args([
+            "fleet",
+            "listeners",
+            "--nats",
+            &format!("nats://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row_c = text
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{tcp_c}")))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row_c.starts_with("fleet-c ") && row_c.contains(" stopped "),
+        "{row_c}"
+    );
+    for l in text.lines().filter(|l| l.starts_with("fleet-a ")) {
+        let updated: Vec<&str> = l.split_whitespace().skip(1).take(2).collect();
+        assert!(updated[0].ends_with('s') && updated[1] == "ago", "{l}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fleet-c: its daemon stopped at"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fleet-a:"), "{stderr}");
+    let _ = l_c.kill();
+    let _ = l_c.wait();
     for (_, _cg, d, mut l, _, _) in running {
         let _ = l.kill();
         let _ = l.wait();

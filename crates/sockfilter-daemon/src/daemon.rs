@@ -24,6 +24,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// An output's errors are reported on stderr at most this often (each one
 /// is counted in `sockfilter_output_errors_total`).
 const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long a clean stop waits for the outputs' last work (NATS: marking
+/// the host's listeners stopped) when a server does not answer.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Where outputs keep state when no history database is configured.
 const DEFAULT_STATE_DIR: &str = "/var/lib/sockfilter";
 
@@ -476,6 +479,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     d.opened.flush_outputs(&d.metrics);
     watcher.release_pins(); // a clean stop leaves nothing enforced
     drop(watcher); // detaches every program
+    let last_work: Vec<_> = d
+        .opened
+        .outputs
+        .iter_mut()
+        .filter_map(|(_, out)| out.stop())
+        .collect();
+    if tokio::time::timeout(STOP_GRACE, futures_util::future::join_all(last_work))
+        .await
+        .is_err()
+    {
+        eprintln!("sockfilter: an output did not finish within {STOP_GRACE:?} of the stop (NATS unreachable?): the fleet view shows this host's last update");
+    }
     let (events, lost) = (d.events, d.lost);
     drop(d); // writes the history's last batch
     eprintln!("sockfilter: daemon stopped ({stop}); programs detached; events: {events}; dropped by the kernel: {lost}");

@@ -33,6 +33,12 @@ pub trait Output: Send {
     /// [`crate::listeners::Listeners::to_json`]); outputs that publish them
     /// (NATS) take note.
     fn set_listeners(&mut self, _json: &str) {}
+    /// The daemon stops cleanly (SIGTERM): what the output still does
+    /// before it is dropped (NATS: marks the host's listeners as those of a
+    /// stopped daemon), as a task the daemon waits for, for a bounded time.
+    fn stop(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 /// Opens the outputs of a configuration; `names` gets each output's metric

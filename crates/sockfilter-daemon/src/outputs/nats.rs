@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -35,7 +36,7 @@ const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_millis(500);
 /// The listeners key is rewritten at least this often (so its age tells
 /// that the host is alive) and at most as often as they change.
-const LISTENERS_REFRESH: Duration = Duration::from_secs(30);
+pub const LISTENERS_REFRESH: Duration = Duration::from_secs(30);
 
 /// What the NATS output needs.
 pub struct NatsSettings {
@@ -192,7 +193,12 @@ pub struct NatsOutput {
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
     listeners: watch::Sender<Bytes>,
-    task: tokio::task::JoinHandle<()>,
+    /// Set on a clean stop: the publisher sends what is queued, marks the
+    /// listeners stopped and ends.
+    stopping: Arc<AtomicBool>,
+    /// The publisher, until [`super::Output::stop`] hands it to the daemon.
+    task: Option<tokio::task::JoinHandle<()>>,
+    abort: tokio::task::AbortHandle,
     msg_prefix: String,
     seq: u64,
     metrics: Metrics,
@@ -203,7 +209,7 @@ pub struct NatsOutput {
 
 impl Drop for NatsOutput {
     fn drop(&mut self) {
-        self.task.abort();
+        self.abort.abort();
     }
 }
 
@@ -213,6 +219,7 @@ impl NatsOutput {
     pub fn start(s: NatsSettings) -> anyhow::Result<NatsOutput> {
         let queue = Arc::new(Mutex::new(Queue::open(&s.queue_path, s.queue_bytes)?));
         let wake = Arc::new(Notify::new());
+        let stopping = Arc::new(AtomicBool::new(false));
         let (listeners, listeners_rx) = watch::channel(Bytes::new());
         let host = s.host;
         let boot = std::time::SystemTime::now()
@@ -226,6 +233,7 @@ impl NatsOutput {
             host: host.clone(),
             queue: queue.clone(),
             wake: wake.clone(),
+            stopping: stopping.clone(),
             listeners: listeners_rx,
             metrics: s.metrics.clone(),
             label: s.label.clone(),
@@ -235,7 +243,9 @@ impl NatsOutput {
             queue,
             wake,
             listeners,
-            task,
+            stopping,
+            abort: task.abort_handle(),
+            task: Some(task),
             msg_prefix: format!("{host}-{boot:x}-"),
             seq: 0,
             metrics: s.metrics,
@@ -299,6 +309,12 @@ impl super::Output for NatsOutput {
         self.listeners
             .send_replace(Bytes::copy_from_slice(json.as_bytes()));
     }
+
+    fn stop(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+        self.task.take()
+    }
 }
 
 /// The publishing task.
@@ -311,6 +327,7 @@ struct Publisher {
     host: String,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
+    stopping: Arc<AtomicBool>,
     listeners: watch::Receiver<Bytes>,
     metrics: Metrics,
     label: OutputLabels,
@@ -354,6 +371,9 @@ impl Publisher {
         let mut kv = None;
         let mut listeners_put = Instant::now() - LISTENERS_REFRESH;
         loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return self.stop(&js, &client, &mut kv).await;
+            }
             let sent = self.publish_batch(&js, &client).await;
             match sent {
                 Ok(0) => {
@@ -374,6 +394,46 @@ impl Publisher {
                     Err(e) => self.error("updating the listeners bucket", e, &mut last_error),
                 }
             }
+        }
+    }
+
+    /// On a clean stop: sends what is queued (what cannot be sent stays in
+    /// the queue for the next start), then marks the host's listeners as
+    /// those of a stopped daemon: they are what it last saw (the programs
+    /// behind them usually go on running), and `fleet listeners` says so.
+    async fn stop(
+        &mut self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+        kv: &mut Option<jetstream::kv::Store>,
+    ) {
+        let mut last_error = Instant::now() - Duration::from_secs(60);
+        loop {
+            match self.publish_batch(js, client).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.error("publishing before the stop", e, &mut last_error);
+                    break;
+                }
+            }
+        }
+        let last = self.listeners.borrow_and_update().clone();
+        let mut value: serde_json::Value = serde_json::from_slice(&last)
+            .unwrap_or_else(|_| serde_json::json!({ "host": self.host, "listeners": [] }));
+        let now = sockfilter_model::event::rfc3339(std::time::SystemTime::now());
+        value["time"] = now.clone().into();
+        value["stopped"] = now.into();
+        let put = async {
+            if kv.is_none() {
+                *kv = Some(listeners_bucket(js).await?);
+            }
+            let kv = kv.as_ref().expect("set above");
+            kv.put(&self.host, value.to_string().into()).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = put.await {
+            self.error("marking the listeners stopped", e, &mut last_error);
         }
     }
 
