@@ -332,6 +332,7 @@ enum sf_counter {
 	SF_CNT_EXECS_LOST = 7,         /* exec records that did not fit in their ring buffer */
 	SF_CNT_DNS_LOST = 8,           /* DNS answers not reported: the ring buffer was full */
 	SF_CNT_COMPAT_EXECS = 9,       /* execs of 32-bit (ia32) programs: user space attaches compat.h */
+	SF_CNT_URING_UNSEEN = 10,      /* io_uring accepts and UDP connects without a completion (CQE_SKIP) */
 	SF_CNT_MAX = 16,
 };
 

@@ -19,7 +19,8 @@
  * the loader attaches the one that loads.
  *
  * Not seen: an accept or connect with IOSQE_CQE_SKIP_SUCCESS posts no
- * completion when it succeeds, and no tracepoint marks its end.
+ * completion when it succeeds, and no tracepoint marks its end; such
+ * submissions are counted (SF_CNT_URING_UNSEEN), and user space says so.
  */
 #ifndef SOCKFILTER_URING_H
 #define SOCKFILTER_URING_H
@@ -32,6 +33,7 @@
 #define IORING_ACCEPT_MULTISHOT (1U << 0)
 #define IORING_FILE_INDEX_ALLOC (~0U)
 #define REQ_F_FIXED_FILE 1U /* = IOSQE_FIXED_FILE, the same bit in every version */
+#define REQ_F_CQE_SKIP (1U << 6) /* = IOSQE_CQE_SKIP_SUCCESS (5.17+), the same bit since */
 #define PF_IO_WORKER 0x00000010
 /* Flag bits kept in the low bits of a fixed file's pointer. */
 #define FFS_FLAGS 7UL
@@ -170,7 +172,23 @@ static __always_inline void uring_forget(__u64 req)
  * that its own final completion ends it and no other. */
 static __always_inline void uring_submitted(struct io_kiocb *req)
 {
-	if (req->opcode != IORING_OP_ACCEPT || !in_watched_cgroup())
+	__u8 op = req->opcode;
+	if ((op != IORING_OP_ACCEPT && op != IORING_OP_CONNECT) || !in_watched_cgroup())
+		return;
+	if (req->flags & REQ_F_CQE_SKIP) {
+		/* It posts no completion if it succeeds, and no tracepoint
+		 * marks its end: counted (user space says so), not reported.
+		 * A connect only on a UDP socket (sockops reports TCP's). */
+		struct sock *sk = NULL;
+		if (op == IORING_OP_CONNECT)
+			sk = req->flags & REQ_F_FIXED_FILE
+				     ? sock_of_file(uring_fixed_file(req->ctx, req->cqe.fd))
+				     : sock_from_fd(req->cqe.fd);
+		if (op == IORING_OP_ACCEPT ||
+		    (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP))
+			count(SF_CNT_URING_UNSEEN);
+	}
+	if (op != IORING_OP_ACCEPT)
 		return;
 	struct io_accept *acc = (struct io_accept *)req;
 	__u64 r = (__u64)req;

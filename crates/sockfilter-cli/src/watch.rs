@@ -235,6 +235,7 @@ pub async fn event_loop(
     let (execs_lost, execs_forgotten) = watcher.execs_not_kept();
     let names_evicted = watcher.host_names().evicted();
     let dns_lost = watcher.dns_lost_total();
+    let (uring_unseen, uring_full) = watcher.uring_not_reported();
     let extra_lines = extra.summary(&watcher);
     // A clean stop ends enforcement: nothing pinned stays behind.
     watcher.release_pins();
@@ -269,6 +270,11 @@ pub async fn event_loop(
         eprintln!(
             "sockfilter: DNS names: {dns_lost} answers lost (the ring buffer was full), {names_evicted} (address, name) pairs dropped before their TTL ran out (the table keeps {}): connects to those addresses had remote_host null",
             sockfilter::watch::HOST_NAMES_CAPACITY
+        );
+    }
+    if uring_unseen + uring_full > 0 {
+        eprintln!(
+            "sockfilter: io_uring: {uring_unseen} accepts or UDP connects submitted with IOSQE_CQE_SKIP_SUCCESS (no completion when they succeed) and {uring_full} accepts beyond the table of accepts in flight were not reported as accepts or connects"
         );
     }
     for l in extra_lines {

@@ -97,6 +97,10 @@ pub const COUNTER_DNS_LOST: u32 = 8;
 /// Index of the counter of execs of 32-bit (ia32) programs, which make
 /// user space attach the 32-bit system call hook ([`crate::compat_hook`]).
 pub const COUNTER_COMPAT_EXECS: u32 = 9;
+/// Index of the counter of io_uring accepts and UDP connects submitted with
+/// `IOSQE_CQE_SKIP_SUCCESS`: they post no completion when they succeed, so
+/// they are not reported (docs/events.md, "Every path").
+pub const COUNTER_URING_UNSEEN: u32 = 10;
 /// Refused-peer events written per second and listener at most
 /// (`SF_REFUSED_PER_SEC`); the rest are counted.
 pub const REFUSED_PER_SEC: u32 = 16;

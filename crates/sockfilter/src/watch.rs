@@ -306,6 +306,16 @@ impl Watcher {
         )
     }
 
+    /// io_uring operations not reported: accepts and UDP connects submitted
+    /// with `IOSQE_CQE_SKIP_SUCCESS` (no completion), and accepts not
+    /// followed because the table of accepts in flight was full.
+    pub fn uring_not_reported(&self) -> (u64, u64) {
+        (
+            self.probe.counter(crate::abi::COUNTER_URING_UNSEEN),
+            self.probe.counter(crate::abi::COUNTER_URING_FULL),
+        )
+    }
+
     /// Sockets that existed at start whose owner was not kept for their
     /// close (beyond [`crate::older_sockets::MAX_KEPT`]).
     pub fn older_not_kept(&self) -> u64 {
