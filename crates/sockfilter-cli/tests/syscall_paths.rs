@@ -198,12 +198,9 @@ fn ia32_accept_and_udp_connect_are_reported() {
     let dir = Scratch::new("ia32");
     let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
     let cg = TestCgroup::new("paths-ia32");
+    // The hook for 32-bit system calls is attached at start on a kernel
+    // that runs them (sockfilter::compat_hook): no 32-bit program ran yet.
     let mut w = Watch::start(&cg, &["--no-existing"]);
-    // The hook for 32-bit system calls is attached when a 32-bit program
-    // first runs (sockfilter::compat_hook, which documents the window
-    // until then): one run of the fixture (its usage message) triggers it.
-    run_32_bit_program_once(&cg, &bin);
-    w.wait_stderr("32-bit system calls are watched from now on");
 
     // glibc's i386 accept() and connect() take socketcall (102); the
     // direct ia32 calls accept4 (364) and connect (362) are the others.
@@ -233,12 +230,31 @@ fn ia32_accept_and_udp_connect_are_reported() {
     }
 }
 
-/// Persistent enforcement defers the 32-bit hook too: it runs at the exit
-/// of every system call of the host, so it is not attached while no 32-bit
-/// program runs; once one does, it is attached, pinned (it outlives the
-/// enforcer, as the 32-bit program may) and reports the 32-bit accept.
+/// A 64-bit program can make 32-bit system calls itself (`int $0x80`)
+/// without any 32-bit program having run: its accept is reported, also
+/// for an unprivileged program. (Before, the hook waited for a 32-bit
+/// exec, and this accept went unreported.)
 #[test]
-fn enforce_attaches_the_32_bit_hook_only_once_a_32_bit_program_runs() {
+fn a_64_bit_programs_int_0x80_accept_is_reported() {
+    let _one = serial();
+    let dir = Scratch::new("int80");
+    let bin = c_fixture(&dir.0, "int80_accept", &[]);
+    let cg = TestCgroup::new("paths-int80");
+    let mut w = Watch::start(&cg, &["--no-existing"]);
+    let (p, n) = start_as_nobody(&cg, &bin, &[]);
+    assert!(n[2] >= 0, "the ia32 accept4 failed: {n:?}");
+    let a = w.expect("int $0x80 accept", |v| is(v, "accept", p.pid()));
+    assert_eq!(a["proto"], "tcp", "{a}");
+    assert_eq!(endpoint(&a, "local"), loopback(n[0] as u64), "{a}");
+    assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
+}
+
+/// Persistent enforcement pins the 32-bit hook at start with the rest
+/// (where the kernel runs 32-bit system calls), so that it outlives a
+/// killed enforcer as the 32-bit programs may; the enforcer that adopts
+/// the pins reports a 32-bit accept through it.
+#[test]
+fn enforcement_pins_the_32_bit_hook_at_start_and_keeps_it_through_a_kill() {
     use std::os::unix::fs::MetadataExt;
     let _one = serial();
     let dir = Scratch::new("ia32-enforce");
@@ -251,70 +267,22 @@ fn enforce_attaches_the_32_bit_hook_only_once_a_32_bit_program_runs() {
     )
     .unwrap();
     let cg = TestCgroup::new("paths-ia32-enforce");
-    let mut w = Watch::enforce(&cg, &policy);
+    let _unload = UnloadOnDrop(cg.path.clone());
     let ino = std::fs::metadata(&cg.path).unwrap().ino();
     let links = PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}/links"));
-    assert!(
-        links.join("sf_exit_accept4").exists(),
-        "enforcement is pinned in {}",
-        links.display()
-    );
-    assert!(
-        !links.join("sf_compat_exit").exists(),
-        "the 32-bit hook is attached before any 32-bit program runs"
-    );
-    run_32_bit_program_once(&cg, &bin);
-    w.wait_stderr("32-bit system calls are watched from now on");
+    let (status, _) = Watch::enforce(&cg, &policy).stop(libc::SIGKILL);
+    assert!(!status.success(), "killed");
     assert!(
         links.join("sf_compat_exit").exists(),
-        "the 32-bit hook is pinned with the rest of the enforcement"
+        "the 32-bit hook is pinned at start and outlives the enforcer ({})",
+        links.display()
     );
+    let mut w = Watch::enforce(&cg, &policy);
+    assert!(links.join("sf_compat_exit").exists(), "still pinned");
     let (p, n) = start(&cg, &bin, &["accept"]);
     let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
     assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
     assert_eq!(a["verdict"], "allow", "{a}");
-}
-
-/// A 32-bit program started while no enforcer runs (the last one was
-/// killed before any ran, so its 32-bit hook was never attached): the next
-/// enforcer, adopting the pinned enforcement, attaches the hook at once and
-/// says that the gap's 32-bit accepts and UDP connects were not reported.
-#[test]
-fn a_32_bit_program_started_while_no_enforcer_ran_is_watched_by_the_next() {
-    use std::os::unix::fs::MetadataExt;
-    let _one = serial();
-    let dir = Scratch::new("ia32-gap");
-    let bin = c_fixture(&dir.0, "ia32_ops", &["-m32"]);
-    let policy = dir.0.join("p.toml");
-    std::fs::write(&policy, "default = \"allow\"\n").unwrap();
-    let cg = TestCgroup::new("paths-ia32-gap");
-    let _unload = UnloadOnDrop(cg.path.clone());
-    let (status, _) = Watch::enforce(&cg, &policy).stop(libc::SIGKILL);
-    assert!(!status.success(), "killed");
-    run_32_bit_program_once(&cg, &bin);
-    let mut w = Watch::enforce(&cg, &policy);
-    assert!(
-        w.stderr_seen
-            .iter()
-            .any(|l| l.contains("a 32-bit program was started while no enforcer ran")),
-        "the adopting enforcer says so at start: {:?}",
-        w.stderr_seen
-    );
-    let ino = std::fs::metadata(&cg.path).unwrap().ino();
-    let links = PathBuf::from(format!("/sys/fs/bpf/sockfilter/cgroup-{ino}/links"));
-    assert!(links.join("sf_compat_exit").exists(), "attached and pinned");
-    let (p, n) = start(&cg, &bin, &["accept"]);
-    let a = w.expect("32-bit accept", |v| is(v, "accept", p.pid()));
-    assert_eq!(endpoint(&a, "remote"), loopback(n[1] as u64), "{a}");
-}
-
-/// Runs the 32-bit fixture once in `cg` (it prints its usage and exits
-/// non-zero): what makes sockfilter attach its 32-bit hook.
-fn run_32_bit_program_once(cg: &TestCgroup, bin: &std::path::Path) {
-    let mut trigger = Command::new(bin);
-    trigger.stderr(Stdio::null());
-    cg.enter(&mut trigger);
-    assert!(!trigger.status().unwrap().success(), "usage exits non-zero");
 }
 
 /// Removes a test's pinned enforcement (`sockfilter unload --cgroup`), also

@@ -1,25 +1,69 @@
-//! The hook for 32-bit (ia32) system calls (bpf/compat.h), attached only
-//! while it can matter. It sits on the raw `sys_exit` tracepoint, so once
-//! attached it runs at the exit of every system call of every process on
-//! the host (~60 ns each here, docs/BENCHMARKS.md), for the rare 32-bit
-//! program. So it is loaded (and verified) at start but attached only when
-//! a 32-bit program runs: one that already runs at start (found here), or
-//! one exec'd later, which the exec hook counts (`SF_CNT_COMPAT_EXECS`) and
-//! wakes user space for at once.
+//! When the hook for 32-bit (ia32) system calls (bpf/compat.h) is
+//! attached. It sits on the raw `sys_exit` tracepoint, so once attached it
+//! runs at the exit of every system call of every process on the host
+//! (~60 ns each here, docs/BENCHMARKS.md). It is attached at start wherever
+//! the kernel runs 32-bit system calls at all: any 64-bit program can make
+//! them with `int $0x80` without exec'ing anything 32-bit, so waiting for a
+//! 32-bit exec (as sockfilter did before) let an unprivileged program
+//! accept unreported. Only where the kernel has no ia32 entry, or ia32
+//! emulation is switched off at boot (`ia32_emulation=0`, Linux 6.7+), is
+//! it left unattached: there no process can make such calls, and a host
+//! that wants to save the cost can switch them off so.
 //!
-//! The window this leaves: between the first exec of a 32-bit program and
-//! the attach (user space woken, one `bpf_link_create`; 12–18 ms, once
-//! 92 ms, measured on a busy 2-core VM: docs/BENCHMARKS.md), that program's
-//! accepts and UDP connects are not reported (its closes still are). A
-//! 64-bit program that makes 32-bit system calls itself (`int $0x80`)
-//! does not exec a 32-bit image and is not seen until a 32-bit program
-//! runs. Persistent enforcement defers it too, and pins it once attached
-//! (so it outlives the enforcer, as the 32-bit program may); an enforcer
-//! that adopts pinned enforcement without it attaches it at once if the
-//! exec hook counted a 32-bit exec meanwhile, and says that the 32-bit
-//! accepts and UDP connects of the gap were not reported.
+//! As a second line, a 32-bit exec seen while it is unattached (counted by
+//! the exec hook, `SF_CNT_COMPAT_EXECS`) still attaches it at once; an
+//! enforcer that adopts pinned enforcement without it does the same and
+//! says that the gap's 32-bit accepts and UDP connects were not reported.
 
 use std::io::Read;
+
+/// Whether the hook must be attached at start: the kernel can run 32-bit
+/// system calls, or a 32-bit program already runs.
+pub(crate) fn needed_at_start() -> bool {
+    ia32_calls_possible() || any_ia32_process()
+}
+
+/// Whether this kernel runs 32-bit system calls: it has the ia32 entry
+/// (`ia32_sys_call` in /proc/kallsyms) and the boot command line does not
+/// switch ia32 emulation off. When either file cannot be read the answer
+/// is yes (the hook costs time, its absence costs reports). A kernel built
+/// to start with it off (`IA32_EMULATION_DEFAULT_DISABLED`) and not told
+/// otherwise is taken as on.
+fn ia32_calls_possible() -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
+        if ia32_switched_off(&cmdline) {
+            return false;
+        }
+    }
+    use std::io::BufRead;
+    match std::fs::File::open("/proc/kallsyms") {
+        // Read line by line: the file is ~10 MB, the symbol near its start.
+        Ok(f) => std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .is_some_and(|name| name == "ia32_sys_call" || name == "__ia32_sys_accept4")
+            }),
+        Err(_) => true,
+    }
+}
+
+/// Whether a kernel command line turns ia32 emulation off (the last
+/// `ia32_emulation=` wins, as the kernel parses it; kernel arguments end
+/// at `--`).
+fn ia32_switched_off(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .take_while(|w| *w != "--")
+        .filter_map(|w| w.strip_prefix("ia32_emulation="))
+        .last()
+        .is_some_and(|v| matches!(v, "0" | "n" | "N" | "no" | "off" | "false"))
+}
 
 /// Whether any process on the host runs a 32-bit x86 (EM_386) executable.
 /// Processes whose executable cannot be read (kernel threads, gone) are
@@ -61,5 +105,14 @@ mod tests {
     fn this_test_binary_is_not_ia32() {
         assert!(!is_ia32_elf(std::path::Path::new("/proc/self/exe")));
         assert!(!is_ia32_elf(std::path::Path::new("/nonexistent")));
+    }
+
+    #[test]
+    fn the_boot_parameter_switches_ia32_emulation_off() {
+        assert!(ia32_switched_off("quiet ia32_emulation=0"));
+        assert!(ia32_switched_off("ia32_emulation=false root=/dev/sda"));
+        assert!(!ia32_switched_off("ia32_emulation=0 ia32_emulation=1"));
+        assert!(!ia32_switched_off("quiet"));
+        assert!(!ia32_switched_off("quiet -- ia32_emulation=0"));
     }
 }

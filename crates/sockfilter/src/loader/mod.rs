@@ -279,9 +279,10 @@ impl Probe {
             replacing: None,
             replaced: None,
         };
-        // The exec hook counts 32-bit execs from here on; those that run
-        // already are looked for now.
-        if !probe.deferred.is_empty() && crate::compat_hook::any_ia32_process() {
+        // Attached now where 32-bit system calls are possible at all
+        // (crate::compat_hook); else the exec hook's count of 32-bit execs
+        // attaches it later.
+        if !probe.deferred.is_empty() && crate::compat_hook::needed_at_start() {
             probe.attach_deferred()?;
         }
         Ok(probe)

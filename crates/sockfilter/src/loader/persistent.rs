@@ -67,7 +67,7 @@ impl Probe {
                 // in the gap (or just before it died).
                 eprintln!("sockfilter: a 32-bit program was started while no enforcer ran: its accepts and UDP connects until now were not reported");
                 probe.attach_deferred()?;
-            } else if crate::compat_hook::any_ia32_process() {
+            } else if crate::compat_hook::needed_at_start() {
                 probe.attach_deferred()?;
             }
         }
