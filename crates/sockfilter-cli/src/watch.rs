@@ -236,6 +236,7 @@ pub async fn event_loop(
     let names_evicted = watcher.host_names().evicted();
     let dns_lost = watcher.dns_lost_total();
     let (uring_unseen, uring_full) = watcher.uring_not_reported();
+    let tables_full = watcher.kernel_tables_full();
     let extra_lines = extra.summary(&watcher);
     // A clean stop ends enforcement: nothing pinned stays behind.
     watcher.release_pins();
@@ -275,6 +276,12 @@ pub async fn event_loop(
     if uring_unseen + uring_full > 0 {
         eprintln!(
             "sockfilter: io_uring: {uring_unseen} accepts or UDP connects submitted with IOSQE_CQE_SKIP_SUCCESS (no completion when they succeed) and {uring_full} accepts beyond the table of accepts in flight were not reported as accepts or connects"
+        );
+    }
+    if tables_full.iter().any(|(_, n)| *n > 0) {
+        let [(_, exe), (_, accepted), (_, udp)] = tables_full;
+        eprintln!(
+            "sockfilter: kernel tables full: {exe} processes' executables not recorded (their events have exe null and match no exe rule), {accepted} accepted sockets' owners and {udp} UDP sockets' endpoints not kept for their close"
         );
     }
     for l in extra_lines {

@@ -193,6 +193,8 @@ struct Daemon {
     lost: u64,
     /// Exec records lost and forgotten, as last counted in the metrics.
     execs_not_kept: (u64, u64),
+    /// Kernel table overflows, as last counted in the metrics.
+    tables_full: [u64; 3],
 }
 
 impl Daemon {
@@ -277,6 +279,22 @@ impl Daemon {
                 .set(out.pending() as i64);
         }
         self.count_execs_not_kept(w);
+        self.count_kernel_tables_full(w);
+    }
+
+    fn count_kernel_tables_full(&mut self, w: &Watcher) {
+        for (i, (table, n)) in w.kernel_tables_full().into_iter().enumerate() {
+            let new = n.saturating_sub(self.tables_full[i]);
+            if new > 0 {
+                self.metrics
+                    .kernel_tables_full
+                    .get_or_create(&crate::metrics::TableLabels {
+                        table: table.into(),
+                    })
+                    .inc_by(new);
+            }
+            self.tables_full[i] = n;
+        }
     }
 
     fn count_execs_not_kept(&mut self, w: &Watcher) {
@@ -434,6 +452,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         events: 0,
         lost: 0,
         execs_not_kept: (0, 0),
+        tables_full: [0; 3],
     };
     d.listeners.export(&d.metrics);
     eprintln!(

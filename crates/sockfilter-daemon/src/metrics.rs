@@ -4,7 +4,8 @@
 //! `sockfilter_listeners{proto,family}`, `sockfilter_rule_matches_total{rule}`,
 //! `sockfilter_output_errors_total{output}`, `sockfilter_output_pending{output}`,
 //! `sockfilter_output_dropped_total{output}`,
-//! `sockfilter_exec_records_not_kept_total{reason}`, and the usual `process_*`.
+//! `sockfilter_exec_records_not_kept_total{reason}`,
+//! `sockfilter_kernel_tables_full_total{table}`, and the usual `process_*`.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -56,6 +57,14 @@ pub struct ExecLabels {
     pub reason: String,
 }
 
+/// Labels of `sockfilter_kernel_tables_full_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// `executables`, `accepted_sockets` or `udp_endpoints`
+    /// (`sockfilter::watch::Watcher::kernel_tables_full`).
+    pub table: String,
+}
+
 /// Every metric of the daemon; clones share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -78,6 +87,9 @@ pub struct Metrics {
     /// executable and arguments were not kept (see docs/events.md,
     /// Ancestry).
     pub exec_records_not_kept: Family<ExecLabels, Counter>,
+    /// `sockfilter_kernel_tables_full_total{table}`: entries a bounded
+    /// kernel table could not take (docs/daemon.md).
+    pub kernel_tables_full: Family<TableLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,7 +112,16 @@ impl Metrics {
             output_pending: Family::default(),
             output_dropped: Family::default(),
             exec_records_not_kept: Family::default(),
+            kernel_tables_full: Family::default(),
         };
+        // At 0 from the start, so that the first overflow is an increase.
+        for table in ["executables", "accepted_sockets", "udp_endpoints"] {
+            m.kernel_tables_full
+                .get_or_create(&TableLabels {
+                    table: table.into(),
+                })
+                .inc_by(0);
+        }
         r.register(
             "sockfilter_events",
             "Socket events seen, by kind and verdict",
@@ -140,6 +161,11 @@ impl Metrics {
             "sockfilter_exec_records_not_kept",
             "Execs whose executable and arguments were not kept, by reason (lost, forgotten)",
             m.exec_records_not_kept.clone(),
+        );
+        r.register(
+            "sockfilter_kernel_tables_full",
+            "Entries a bounded kernel table could not take, by table (executables, accepted_sockets, udp_endpoints)",
+            m.kernel_tables_full.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         *m.registry.lock().expect("not poisoned") = r;
@@ -407,8 +433,14 @@ mod tests {
                 reason: "lost".into(),
             })
             .inc_by(2);
+        m.kernel_tables_full
+            .get_or_create(&TableLabels {
+                table: "executables".into(),
+            })
+            .inc_by(4);
         let text = m.encode();
         assert!(text.contains("sockfilter_exec_records_not_kept_total{reason=\"lost\"} 2"));
+        assert!(text.contains("sockfilter_kernel_tables_full_total{table=\"executables\"} 4"));
         assert!(text.contains("sockfilter_events_total{event=\"listen\",verdict=\"allow\"} 1"));
         assert!(text.contains("sockfilter_events_lost_total 1"));
         assert!(text.contains("sockfilter_output_pending{output=\"nats\"} 3"));

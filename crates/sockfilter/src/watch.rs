@@ -316,6 +316,28 @@ impl Watcher {
         )
     }
 
+    /// What the kernel's bounded tables could not keep, per table (the
+    /// `table` label of the daemon's metric): processes whose executable
+    /// was not recorded (their events have no exe and match no exe rule),
+    /// accepted sockets whose accepting process was not kept for their
+    /// close, UDP sockets whose endpoints were not kept for their close.
+    pub fn kernel_tables_full(&self) -> [(&'static str, u64); 3] {
+        [
+            (
+                "executables",
+                self.probe.counter(crate::abi::COUNTER_EXE_FULL),
+            ),
+            (
+                "accepted_sockets",
+                self.probe.counter(crate::abi::COUNTER_ACCEPTED_FULL),
+            ),
+            (
+                "udp_endpoints",
+                self.probe.counter(crate::abi::COUNTER_UDP_FULL),
+            ),
+        ]
+    }
+
     /// Sockets that existed at start whose owner was not kept for their
     /// close (beyond [`crate::older_sockets::MAX_KEPT`]).
     pub fn older_not_kept(&self) -> u64 {
