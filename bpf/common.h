@@ -10,8 +10,11 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_UDPLITE 136
+#define IPPROTO_MPTCP 262
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
+#define SOCK_SEQPACKET 5
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_FIN_WAIT1 4
@@ -24,6 +27,25 @@
 #define TCP_NEW_SYN_RECV 12
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+
+/* The protocol the policy decides an IP socket under, IPPROTO_TCP or
+ * IPPROTO_UDP, and reports it with; 0: not decided (raw sockets). The policy
+ * knows only tcp and udp, so every other protocol is mapped rather than left
+ * undecided, which would let an unprivileged process bypass enforce with,
+ * say, UDP-Lite: MPTCP is TCP, UDP-Lite is UDP, and any other protocol
+ * (SCTP, ICMP ping sockets) is decided by its socket type. */
+static __always_inline __u16 policy_protocol(__u32 protocol, __u32 type)
+{
+	if (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP)
+		return IPPROTO_TCP;
+	if (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE)
+		return IPPROTO_UDP;
+	if (type == SOCK_STREAM || type == SOCK_SEQPACKET)
+		return IPPROTO_TCP;
+	if (type == SOCK_DGRAM)
+		return IPPROTO_UDP;
+	return 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -8,11 +8,17 @@
 #ifndef SOCKFILTER_ENFORCE_H
 #define SOCKFILTER_ENFORCE_H
 
+/* The protocol the policy decides the call's socket under (common.h). */
+static __always_inline __u16 sock_addr_protocol(struct bpf_sock_addr *ctx)
+{
+	return policy_protocol(ctx->protocol, ctx->type);
+}
+
 static __always_inline void subject_from_addr(struct sf_subject *sub, struct bpf_sock_addr *ctx,
 					      const int v6, int remote)
 {
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	sub->udp = ctx->protocol == IPPROTO_UDP;
+	sub->udp = sock_addr_protocol(ctx) == IPPROTO_UDP;
 	sub->ipv6 = v6;
 	__u8 *addr = remote ? sub->remote_addr : sub->local_addr;
 	if (v6)
@@ -33,7 +39,7 @@ static __always_inline void addr_event(struct sf_event *e, struct bpf_sock_addr 
 {
 	e->cookie = bpf_get_socket_cookie(ctx);
 	e->family = v6 ? AF_INET6 : AF_INET;
-	e->protocol = ctx->protocol;
+	e->protocol = sock_addr_protocol(ctx);
 	e->netns = current_netns();
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (remote) {
@@ -96,7 +102,7 @@ static __always_inline void report_sock_addr(__u32 kind, struct bpf_sock_addr *c
  * so a bind the kernel then fails (EADDRINUSE) leaves no allow behind. */
 static __always_inline int bind_hook(struct bpf_sock_addr *ctx, const int v6)
 {
-	if (!cfg_enforce || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+	if (!cfg_enforce || !sock_addr_protocol(ctx))
 		return 1;
 	if (bpf_ntohs((__u16)ctx->user_port) == 0)
 		return 1; /* the kernel picks the port: decided in post_bind */
@@ -117,10 +123,10 @@ int sf_bind4(struct bpf_sock_addr *ctx) { return bind_hook(ctx, 0); }
 SEC("cgroup/bind6")
 int sf_bind6(struct bpf_sock_addr *ctx) { return bind_hook(ctx, 1); }
 
-/* connect(), TCP and UDP: refused with EPERM before anything is sent. */
+/* connect(), TCP and UDP (and what the policy decides as them): refused with EPERM before anything is sent. */
 static __always_inline int connect_hook(struct bpf_sock_addr *ctx, const int v6)
 {
-	if (!cfg_enforce || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+	if (!cfg_enforce || !sock_addr_protocol(ctx))
 		return 1;
 	struct sf_proc cur;
 	struct sf_subject sub = {};
@@ -143,12 +149,12 @@ SEC("cgroup/connect6")
 int sf_connect6(struct bpf_sock_addr *ctx) { return connect_hook(ctx, 1); }
 
 /* sendto()/sendmsg()/sendmmsg() with a destination on a UDP socket, from
- * any path (also 32-bit calls and io_uring sends): decided per datagram
+ * any path (also 32-bit calls and io_uring sends; UDP-Lite too): decided per datagram
  * under enforce; reported as a `connect` when the destination is new for
  * the socket (not one of the last four it sent to), under watch too. */
 static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, const int v6)
 {
-	if (ctx->protocol != IPPROTO_UDP)
+	if (sock_addr_protocol(ctx) != IPPROTO_UDP)
 		return 1;
 	struct sf_proc cur;
 	struct sf_subject sub = {};

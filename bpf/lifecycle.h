@@ -17,9 +17,16 @@
 SEC("cgroup/sock_create")
 int sf_sock_create(struct bpf_sock *ctx)
 {
-	if (ctx->protocol != IPPROTO_UDP)
-		return 1;
 	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 1;
+	/* A UDP-Lite connect() never reaches cgroup/connect4/6 (its kernel
+	 * protocol has no pre_connect), and the sends of a connected socket
+	 * never reach cgroup/sendmsg4/6: without BPF LSM (lsm.h decides such a
+	 * connect) nothing could decide where it sends, so under enforce the
+	 * socket is refused (socket() fails with EPERM): fail closed. */
+	if (ctx->protocol == IPPROTO_UDPLITE && cfg_enforce && !cfg_lsm)
+		return 0;
+	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
 	struct sf_owner *o = owner_storage(ctx, 1);
 	if (!o)
@@ -33,7 +40,8 @@ int sf_sock_create(struct bpf_sock *ctx)
 
 static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 {
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+	__u16 protocol = policy_protocol(ctx->protocol, ctx->type);
+	if (!protocol)
 		return 1;
 	struct sf_proc cur;
 	owner_from_current(&cur);
@@ -45,7 +53,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 		 * bind() fail with EPERM and frees the port); for an explicit
 		 * port, bind4/6 has allowed the same subject a moment ago. */
 		struct sf_subject sub = { .op = SF_OP_BIND, .ipv6 = v6, .has_local = 1 };
-		sub.udp = ctx->protocol == IPPROTO_UDP;
+		sub.udp = protocol == IPPROTO_UDP;
 		sub.local_port = ctx->src_port;
 		if (v6)
 			copy_ip6(sub.local_addr, ctx->src_ip6);
@@ -69,7 +77,7 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 	event_set_decision(e, &d);
 	e->cookie = bpf_get_socket_cookie(ctx);
 	e->family = ctx->family;
-	e->protocol = ctx->protocol;
+	e->protocol = protocol;
 	e->local_port = ctx->src_port;
 	e->netns = current_netns(); /* the hook has no kernel socket pointer */
 	if (v6) {

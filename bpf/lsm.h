@@ -32,6 +32,12 @@ static __always_inline int lsm_previous(int ret)
 	return ret < 0 && ret >= -MAX_ERRNO ? ret : -EPERM;
 }
 
+/* The protocol the policy decides `sk` under (common.h). */
+static __always_inline __u16 sock_protocol(struct sock *sk)
+{
+	return policy_protocol(sk->sk_protocol, sk->sk_type);
+}
+
 struct sockaddr { __u16 sa_family; } __core;
 struct sockaddr_in {
 	__u16 sin_family;
@@ -45,8 +51,9 @@ struct sockaddr_in6 {
 	__u8 sin6_addr[16];
 };
 
-/* The socket's TCP/UDP sock, or NULL for every other kind (and outside
- * the watched cgroup). */
+/* The socket's sock when the policy decides it (an IP socket the policy
+ * decides as TCP or UDP, common.h), or NULL (also outside the watched
+ * cgroup). */
 static __always_inline struct sock *lsm_inet_sock(struct socket *sock)
 {
 	if (!cfg_enforce || !cfg_lsm || !in_watched_cgroup())
@@ -57,7 +64,7 @@ static __always_inline struct sock *lsm_inet_sock(struct socket *sock)
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	if (sk->sk_protocol != IPPROTO_TCP && sk->sk_protocol != IPPROTO_UDP)
+	if (!sock_protocol(sk))
 		return NULL;
 	return sk;
 }
@@ -107,7 +114,7 @@ static __always_inline void lsm_report(__u32 kind, struct sock *sk, const struct
 	event_set_decision(e, d);
 	e->cookie = bpf_get_socket_cookie(sk);
 	e->family = sk->__sk_common.skc_family;
-	e->protocol = sk->sk_protocol;
+	e->protocol = sock_protocol(sk);
 	e->netns = sk->__sk_common.skc_net.net->ns.inum;
 	e->local_port = sub->local_port;
 	e->remote_port = sub->remote_port;
@@ -148,7 +155,7 @@ static __always_inline int lsm_decide(__u32 kind, struct sock *sk, struct sf_sub
 	struct sf_proc cur;
 	owner_from_current(&cur);
 	subject_set_owner(sub, &cur);
-	sub->udp = sk->sk_protocol == IPPROTO_UDP;
+	sub->udp = sock_protocol(sk) == IPPROTO_UDP;
 	sub->ipv6 = sk->__sk_common.skc_family == AF_INET6;
 	sf_lsm_decide_subject(sub, d, count);
 	if (d->verdict != SF_V_DENY)
@@ -201,7 +208,7 @@ int BPF_PROG(sf_lsm_listen, struct socket *sock, int backlog, int ret)
 	if (ret)
 		return lsm_previous(ret);
 	struct sock *sk = lsm_inet_sock(sock);
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	if (!sk || sock_protocol(sk) != IPPROTO_TCP)
 		return 0;
 	struct sf_subject sub = { .op = SF_OP_LISTEN, .has_local = 1 };
 	sub.local_port = sk->__sk_common.skc_num;
